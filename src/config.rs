@@ -1,0 +1,165 @@
+//! Command-line and environment configuration of `tokend serve`, validated
+//! into a [`server::Config`] before anything is bound or opened.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use crate::{
+    server::Config,
+    telemetry::LogFormat,
+    token::{self, Secret},
+};
+
+/// Flags of `tokend serve`. Every flag can also be set by its `TOKEND_*`
+/// environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "TOKEND_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded sled store (created if missing).
+    #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./tokend-data")]
+    pub data_dir: PathBuf,
+
+    /// sled page cache in MiB. Verify never reads sled, so this stays small.
+    #[arg(long, env = "TOKEND_STORE_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub store_cache_mb: u64,
+
+    /// fsync sled's files after every flush, so acknowledged writes survive
+    /// power loss, not only a crash.
+    #[arg(long, env = "TOKEND_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+
+    /// Prefix of newly issued tokens (1-16 of [a-z0-9], starting with a
+    /// letter). Tokens with an earlier prefix keep verifying.
+    #[arg(long, env = "TOKEND_TOKEN_PREFIX", default_value = token::DEFAULT_PREFIX)]
+    pub token_prefix: String,
+
+    /// Most active tokens one owner may hold; 0 = unlimited.
+    #[arg(long, env = "TOKEND_MAX_TOKENS_PER_OWNER", default_value_t = 0)]
+    pub max_tokens_per_owner: u32,
+
+    /// How often last-used times are written to disk (e.g. 5s, 1m).
+    #[arg(long, env = "TOKEND_LAST_USED_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub last_used_flush_interval: Duration,
+
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[arg(long, env = "TOKEND_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// File holding the first admin token, used only if none was ever
+    /// created. Without it (and without TOKEND_BOOTSTRAP_TOKEN) one is
+    /// generated and printed once to stderr.
+    #[arg(long, env = "TOKEND_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+
+    /// The first admin token itself (environment only: a flag would show in
+    /// `ps`).
+    #[arg(skip)]
+    pub bootstrap_token: Option<String>,
+
+    /// Largest accepted request message, in bytes.
+    #[arg(long, env = "TOKEND_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
+    pub max_request_bytes: u32,
+
+    /// Log format.
+    #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Validates the flags into a server configuration. The error names the
+    /// bad value (but never prints a token).
+    pub fn into_config(self) -> Result<Config, String> {
+        token::validate_prefix(&self.token_prefix).map_err(|_| {
+            format!("--token-prefix {:?}: must be 1-16 of [a-z0-9], starting with a letter", self.token_prefix)
+        })?;
+        let bootstrap_token =
+            match (&self.bootstrap_token_file, &self.bootstrap_token) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("--bootstrap-token-file {}: {e}", path.display()))?;
+                    Some(Secret::from_text(text.trim()).map_err(|e| {
+                        format!("--bootstrap-token-file {}: not a well-formed token ({e})", path.display())
+                    })?)
+                }
+                (None, Some(text)) => Some(
+                    Secret::from_text(text.trim())
+                        .map_err(|e| format!("TOKEND_BOOTSTRAP_TOKEN: not a well-formed token ({e})"))?,
+                ),
+                (None, None) => None,
+            };
+        let mut config = Config::new(self.data_dir);
+        config.store_cache_bytes = self.store_cache_mb << 20;
+        config.fsync = self.fsync;
+        config.token_prefix = self.token_prefix;
+        config.max_tokens_per_owner = self.max_tokens_per_owner;
+        config.last_used_flush_interval = self.last_used_flush_interval;
+        config.shutdown_grace = self.shutdown_grace;
+        config.bootstrap_token = bootstrap_token;
+        config.max_request_bytes = self.max_request_bytes as usize;
+        Ok(config)
+    }
+}
+
+/// Parses a human duration: `0`, `500ms`, `30s`, `15m`, `12h`, `30d`, or a
+/// sum such as `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("invalid duration {s:?} (examples: 0, 500ms, 30s, 15m, 12h, 30d, 1h30m)");
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = unit.checked_mul(u32::try_from(n).map_err(|_| bad())?).ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "5", "h", "5x", "-5s", "1.5h", "s5", "99999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_positive_duration("0").is_err());
+    }
+}

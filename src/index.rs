@@ -1,0 +1,397 @@
+//! The in-memory token set: what Verify reads, and what List and Get read.
+//!
+//! Two views over the same entries:
+//!
+//! * the hot map, `TokenHash → Entry`, sharded behind `RwLock`s so that
+//!   verifications on different cores rarely touch the same lock word, with
+//!   a pass-through hasher (the key is already a blake3 output);
+//! * the admin view, `TokenId → Entry` in id (= creation) order plus an
+//!   owner → ids map, for listing and quotas.
+//!
+//! Entries are immutable apart from their last-used time: a change (revoke,
+//! rotate) replaces the entry in both views. Every change arrives through
+//! [`Index::apply`], whether it was made by this process or (later) arrives
+//! from another replica through a store's change feed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{BuildHasherDefault, Hasher},
+    ops::Bound,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+};
+
+use crate::{
+    clock::Time,
+    id::TokenId,
+    record::{Status, TokenRecord},
+    store::Change,
+    token::TokenHash,
+};
+
+/// Number of hot-map shards (a power of two).
+const SHARDS: usize = 64;
+
+/// Last-used times are recorded at most once per second per token: a busy
+/// token would otherwise write the same cache line from every core on every
+/// call, and nobody reads last-used to the nanosecond.
+const TOUCH_GRANULARITY_NANOS: i64 = 1_000_000_000;
+
+/// One token in memory.
+#[derive(Debug)]
+pub struct Entry {
+    /// The token's metadata as last written.
+    pub record: TokenRecord,
+    /// Last successful verification, nanoseconds since the epoch; 0 = never.
+    last_used: AtomicI64,
+    /// Set while the entry waits in the dirty list, so it is queued once per
+    /// persistence interval however often it is used.
+    dirty: AtomicBool,
+}
+
+impl Entry {
+    fn new(record: TokenRecord, last_used: Option<Time>) -> Entry {
+        Entry { record, last_used: AtomicI64::new(last_used.map_or(0, Time::as_nanos)), dirty: AtomicBool::new(false) }
+    }
+
+    /// When the token last verified successfully.
+    pub fn last_used(&self) -> Option<Time> {
+        match self.last_used.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Time(t)),
+        }
+    }
+}
+
+type HotMap = HashMap<TokenHash, Arc<Entry>, BuildHasherDefault<PassThrough>>;
+
+/// A hasher for keys that are already uniformly random (see `TokenHash`'s
+/// `Hash`): it keeps the one `u64` it is given.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by TokenHash; fold anything else in rather than ignore it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+#[derive(Default)]
+struct AdminView {
+    by_id: BTreeMap<TokenId, Arc<Entry>>,
+    by_owner: HashMap<String, BTreeSet<TokenId>>,
+}
+
+/// A page of [`Index::list`].
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Matching entries in id order.
+    pub entries: Vec<Arc<Entry>>,
+    /// Where the next page starts (exclusive), if there are more matches.
+    pub next_after: Option<TokenId>,
+}
+
+/// Filters for [`Index::list`].
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// Only this owner's tokens.
+    pub owner: Option<&'a str>,
+    /// Only tokens with this status at `now`.
+    pub status: Option<Status>,
+    /// Start after this id.
+    pub after: Option<TokenId>,
+    /// At most this many entries.
+    pub limit: usize,
+    /// The time statuses are judged at.
+    pub now: Time,
+}
+
+/// The in-memory token set.
+pub struct Index {
+    shards: Box<[RwLock<HotMap>]>,
+    admin: RwLock<AdminView>,
+    /// Entries whose last-used time changed since the last persistence pass.
+    dirty: Mutex<Vec<Arc<Entry>>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::with_capacity(0)
+    }
+}
+
+impl Index {
+    fn with_capacity(n: usize) -> Index {
+        let per_shard = n.div_ceil(SHARDS);
+        Index {
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HotMap::with_capacity_and_hasher(per_shard, Default::default())))
+                .collect(),
+            admin: RwLock::default(),
+            dirty: Mutex::default(),
+        }
+    }
+
+    /// Builds the index from a store's contents at start-up.
+    pub fn load(records: Vec<TokenRecord>, last_used: &HashMap<TokenId, Time>) -> Index {
+        let index = Index::with_capacity(records.len());
+        {
+            let mut admin = write(&index.admin);
+            for record in records {
+                let entry = Arc::new(Entry::new(record, None));
+                if let Some(&t) = last_used.get(&entry.record.id) {
+                    entry.last_used.store(t.0, Ordering::Relaxed);
+                }
+                index.insert_locked(&mut admin, entry);
+            }
+        }
+        index
+    }
+
+    #[inline]
+    fn shard(&self, hash: &TokenHash) -> &RwLock<HotMap> {
+        // Byte 8: the hot map's own hash uses bytes 0..8.
+        &self.shards[usize::from(hash.0[8]) & (SHARDS - 1)]
+    }
+
+    /// The entry for a token hash: the one lookup Verify makes.
+    #[inline]
+    pub fn lookup(&self, hash: &TokenHash) -> Option<Arc<Entry>> {
+        read(self.shard(hash)).get(hash).cloned()
+    }
+
+    /// The entry for an id.
+    pub fn get(&self, id: TokenId) -> Option<Arc<Entry>> {
+        read(&self.admin).by_id.get(&id).cloned()
+    }
+
+    /// The newest id, if any.
+    pub fn newest_id(&self) -> Option<TokenId> {
+        read(&self.admin).by_id.keys().next_back().copied()
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        read(&self.admin).by_id.len()
+    }
+
+    /// Whether the index holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies committed changes. Called with the changes a local write just
+    /// stored, and (later) with changes from a replicated store's feed.
+    pub fn apply(&self, changes: &[Change]) {
+        let mut admin = write(&self.admin);
+        for change in changes {
+            if let Change::Put(record) = change {
+                let previous = admin.by_id.get(&record.id).and_then(|e| e.last_used());
+                self.insert_locked(&mut admin, Arc::new(Entry::new(record.clone(), previous)));
+            }
+        }
+    }
+
+    fn insert_locked(&self, admin: &mut AdminView, entry: Arc<Entry>) {
+        let id = entry.record.id;
+        if !admin.by_id.contains_key(&id) {
+            admin.by_owner.entry(entry.record.owner.clone()).or_default().insert(id);
+        }
+        write(self.shard(&entry.record.hash)).insert(entry.record.hash, entry.clone());
+        admin.by_id.insert(id, entry);
+    }
+
+    /// Records a successful use at `now` (O(1); at most one queue push per
+    /// token per persistence interval).
+    #[inline]
+    pub fn touch(&self, entry: &Arc<Entry>, now: Time) {
+        if now.0 - entry.last_used.load(Ordering::Relaxed) < TOUCH_GRANULARITY_NANOS {
+            return;
+        }
+        entry.last_used.fetch_max(now.0, Ordering::Relaxed);
+        if !entry.dirty.swap(true, Ordering::AcqRel) {
+            lock(&self.dirty).push(entry.clone());
+        }
+    }
+
+    /// Takes the last-used times changed since the previous call.
+    pub fn take_last_used(&self) -> Vec<(TokenId, Time)> {
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        dirty
+            .into_iter()
+            .filter_map(|e| {
+                // Clear first: a use racing with this pass queues the entry again.
+                e.dirty.store(false, Ordering::Release);
+                e.last_used().map(|t| (e.record.id, t))
+            })
+            .collect()
+    }
+
+    /// Number of `owner`'s tokens that are active at `now`.
+    pub fn count_active(&self, owner: &str, now: Time) -> usize {
+        let admin = read(&self.admin);
+        admin.by_owner.get(owner).map_or(0, |ids| {
+            ids.iter()
+                .filter(|id| admin.by_id.get(id).is_some_and(|e| e.record.status_at(now) == Status::Active))
+                .count()
+        })
+    }
+
+    /// Counts of tokens by status at `now`: (active, expired, revoked).
+    pub fn count_by_status(&self, now: Time) -> (usize, usize, usize) {
+        let admin = read(&self.admin);
+        admin.by_id.values().fold((0, 0, 0), |(a, e, r), entry| match entry.record.status_at(now) {
+            Status::Active => (a + 1, e, r),
+            Status::Expired => (a, e + 1, r),
+            Status::Revoked => (a, e, r + 1),
+        })
+    }
+
+    /// One page of tokens in id order.
+    pub fn list(&self, q: ListQuery<'_>) -> Page {
+        let admin = read(&self.admin);
+        let lower = q.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let wanted = |e: &&Arc<Entry>| q.status.is_none_or(|s| e.record.status_at(q.now) == s);
+        let mut entries: Vec<Arc<Entry>> = match q.owner {
+            Some(owner) => match admin.by_owner.get(owner) {
+                Some(ids) => ids
+                    .range((lower, Bound::Unbounded))
+                    .filter_map(|id| admin.by_id.get(id))
+                    .filter(wanted)
+                    .take(q.limit + 1)
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            },
+            None => admin
+                .by_id
+                .range((lower, Bound::Unbounded))
+                .map(|(_, e)| e)
+                .filter(wanted)
+                .take(q.limit + 1)
+                .cloned()
+                .collect(),
+        };
+        let next_after = if entries.len() > q.limit {
+            entries.truncate(q.limit);
+            entries.last().map(|e| e.record.id)
+        } else {
+            None
+        };
+        Page { entries, next_after }
+    }
+}
+
+// Lock poisoning only means another thread panicked mid-update of plain data
+// that every writer leaves consistent at each step; keep serving.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{id::IdGenerator, token::Secret};
+
+    fn record(ids: &IdGenerator, owner: &str) -> TokenRecord {
+        let secret = Secret::generate("tk");
+        TokenRecord {
+            id: ids.next(Time(1_000_000_000)),
+            hash: secret.hash(),
+            hint: secret.hint(),
+            name: "n".into(),
+            owner: owner.into(),
+            scopes: vec![],
+            labels: Default::default(),
+            create_time: Time(0),
+            ttl: None,
+            expire_time: None,
+            revoke_time: None,
+            revoke_reason: String::new(),
+            rotated_from: None,
+            rotated_to: None,
+        }
+    }
+
+    #[test]
+    fn apply_replaces_entries_in_both_views_and_keeps_last_used() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let mut r = record(&ids, "a");
+        index.apply(&[Change::Put(r.clone())]);
+        let e = index.lookup(&r.hash).unwrap();
+        index.touch(&e, Time(5_000_000_000));
+        r.revoke_time = Some(Time(6));
+        index.apply(&[Change::Put(r.clone())]);
+        let e = index.lookup(&r.hash).unwrap();
+        assert_eq!(e.record.revoke_time, Some(Time(6)));
+        assert_eq!(index.get(r.id).unwrap().record.revoke_time, Some(Time(6)));
+        assert_eq!(e.last_used(), Some(Time(5_000_000_000)));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn touch_queues_once_and_respects_granularity() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let r = record(&ids, "a");
+        index.apply(&[Change::Put(r.clone())]);
+        let e = index.lookup(&r.hash).unwrap();
+        index.touch(&e, Time(10_000_000_000));
+        index.touch(&e, Time(10_500_000_000)); // within a second: not recorded
+        assert_eq!(index.take_last_used(), vec![(r.id, Time(10_000_000_000))]);
+        assert!(index.take_last_used().is_empty());
+        index.touch(&e, Time(12_000_000_000));
+        assert_eq!(index.take_last_used(), vec![(r.id, Time(12_000_000_000))]);
+    }
+
+    #[test]
+    fn list_pages_filters_and_counts() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let mut all = Vec::new();
+        for i in 0..10 {
+            let mut r = record(&ids, if i % 2 == 0 { "even" } else { "odd" });
+            if i % 3 == 0 {
+                r.revoke_time = Some(Time(1));
+            }
+            all.push(r.clone());
+            index.apply(&[Change::Put(r)]);
+        }
+        let q = ListQuery { owner: None, status: None, after: None, limit: 4, now: Time(2) };
+        let p1 = index.list(q);
+        assert_eq!(p1.entries.len(), 4);
+        let p2 = index.list(ListQuery { after: p1.next_after, ..q });
+        let p3 = index.list(ListQuery { after: p2.next_after, ..q });
+        assert_eq!(p3.entries.len(), 2);
+        assert!(p3.next_after.is_none());
+        let seen: Vec<TokenId> = [p1, p2, p3].iter().flat_map(|p| p.entries.iter().map(|e| e.record.id)).collect();
+        assert_eq!(seen, all.iter().map(|r| r.id).collect::<Vec<_>>());
+
+        let even_active = index.list(ListQuery { owner: Some("even"), status: Some(Status::Active), limit: 100, ..q });
+        assert_eq!(even_active.entries.len(), 3); // 2, 4, 8
+        assert_eq!(index.count_active("even", Time(2)), 3);
+        assert_eq!(index.count_active("nobody", Time(2)), 0);
+        assert_eq!(index.count_by_status(Time(2)), (6, 0, 4));
+        // An exact final page has no next page.
+        let exact = index.list(ListQuery { limit: 10, ..q });
+        assert!(exact.next_after.is_none());
+    }
+}

@@ -1,0 +1,40 @@
+//! tokend: a gRPC service that issues, verifies, lists, revokes and rotates
+//! API tokens.
+//!
+//! Layout, from the wire inwards:
+//!
+//! * [`server`] wires everything together and owns start-up and shutdown;
+//!   [`config`] turns flags into its [`server::Config`].
+//! * [`service`] is the gRPC layer: validation, protobuf conversion, error
+//!   mapping. [`auth`] authenticates the admin plane.
+//! * The domain: [`verify`] (the hot path), [`registry`] (the admin rules),
+//!   [`index`] (the in-memory token set), [`token`] (the token format and
+//!   the only code that sees secrets), [`record`], [`spec`], [`id`],
+//!   [`clock`], [`error`].
+//! * [`store`] is the only code that touches sled; [`commit`] shares its
+//!   flushes among concurrent writers.
+//!
+//! Dependencies point one way: service → domain → store. Protobuf types stay
+//! in `service`/`pb`; sled types stay in `store`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod clock;
+pub mod commit;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod pb;
+pub mod record;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod verify;
+
+pub use server::{Config, Tokend};

@@ -1,0 +1,109 @@
+//! The `tokend` binary: parses the command line and runs a subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokend::{Tokend, config::ServeArgs, telemetry, token};
+
+#[derive(Parser)]
+#[command(name = "tokend", version, about = "Issues, verifies, lists, revokes and rotates API tokens over gRPC.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Offline token utilities.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh, well-formed token (e.g. for --bootstrap-token-file).
+    Generate {
+        /// Token prefix.
+        #[arg(long, env = "TOKEND_TOKEN_PREFIX", default_value = token::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token(TokenCommand::Generate { prefix }) => {
+            token::validate_prefix(&prefix).map_err(|_| {
+                anyhow::anyhow!("--prefix {prefix:?}: must be 1-16 of [a-z0-9], starting with a letter")
+            })?;
+            println!("{}", token::Secret::generate(&prefix).expose());
+            Ok(())
+        }
+        Command::Serve(mut args) => {
+            telemetry::init(args.log_format);
+            args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();
+            let listen = args.listen;
+            let config = args.into_config().map_err(anyhow::Error::msg)?;
+            tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(listen, config))
+        }
+    }
+}
+
+async fn serve(listen: std::net::SocketAddr, config: tokend::Config) -> anyhow::Result<()> {
+    let mut tokend = Tokend::open(config).await?;
+    if let Some(secret) = tokend.take_bootstrap_secret() {
+        print_bootstrap_banner(&secret);
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tokend.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The one place a secret is printed outside a gRPC response: the generated
+/// first admin token, on stderr, once.
+fn print_bootstrap_banner(secret: &token::Secret) {
+    eprintln!(
+        "\n\
+         ================================================================================\n\
+         tokend: a bootstrap admin token was generated. It is shown only this once.\n\
+         \n    {}\n\n\
+         Use it as `authorization: Bearer <token>` for TokenService calls. Mint your own\n\
+         admin token (scope tokend.admin), then revoke this one.\n\
+         ================================================================================\n",
+        secret.expose()
+    );
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}

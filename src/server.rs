@@ -1,0 +1,251 @@
+//! Wiring: open the store, load the index, bootstrap, serve gRPC, shut down.
+//!
+//! [`Tokend::open`] does everything that can fail before a port is served;
+//! [`Tokend::serve`] runs until `shutdown` resolves, then: health goes
+//! NOT_SERVING, the listener closes, in-flight calls drain (bounded by
+//! [`Config::shutdown_grace`]), last-used times and the store are flushed.
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::{service::interceptor::InterceptedService, transport::server::TcpIncoming};
+
+use crate::{
+    auth::AdminAuth,
+    clock::Clock,
+    index::Index,
+    pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
+    registry::{Created, Registry, RegistryOptions},
+    service::{admin::AdminService, verify::VerifyApi},
+    store::{SledOptions, SledStore, Store, StoreError},
+    token::{self, Secret},
+    verify::Verifier,
+};
+
+/// Everything `serve` needs to know. Built from the command line by
+/// `config::ServeArgs`, or directly by tests and benchmarks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// sled's directory.
+    pub data_dir: PathBuf,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
+    /// fsync after each flush (see `store::SledOptions::fsync`).
+    pub fsync: bool,
+    /// Prefix of new tokens.
+    pub token_prefix: String,
+    /// Most active tokens per owner; 0 = unlimited.
+    pub max_tokens_per_owner: u32,
+    /// How often last-used times are persisted.
+    pub last_used_flush_interval: Duration,
+    /// How long in-flight calls may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// The first admin token, if the operator supplies it.
+    pub bootstrap_token: Option<Secret>,
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+    /// Source of "now" (manual in tests).
+    pub clock: Clock,
+}
+
+impl Config {
+    /// Defaults, with the store in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            store_cache_bytes: 16 << 20,
+            fsync: true,
+            token_prefix: token::DEFAULT_PREFIX.into(),
+            max_tokens_per_owner: 0,
+            last_used_flush_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            bootstrap_token: None,
+            max_request_bytes: 64 << 10,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// Why tokend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The first admin token could not be created.
+    #[error("cannot create the bootstrap admin token: {0}")]
+    Bootstrap(#[from] crate::error::Error),
+}
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The final flush failed.
+    #[error("final flush failed: {0}")]
+    Flush(#[from] StoreError),
+}
+
+/// An opened tokend, ready to serve.
+pub struct Tokend {
+    config: Config,
+    registry: Arc<Registry>,
+    verifier: Arc<Verifier>,
+    bootstrap: Option<Created>,
+}
+
+impl Tokend {
+    /// Opens the store, loads the index and creates the first admin token if
+    /// none was ever created.
+    pub async fn open(config: Config) -> Result<Tokend, StartError> {
+        token::validate_prefix(&config.token_prefix).map_err(|_| {
+            StartError::Config(format!(
+                "token prefix {:?} must be 1-16 of [a-z0-9], starting with a letter",
+                config.token_prefix
+            ))
+        })?;
+        let (dir, options) =
+            (config.data_dir.clone(), SledOptions { cache_bytes: config.store_cache_bytes, fsync: config.fsync });
+        // sled is blocking: open and read it off the async workers.
+        let (store, snapshot, index) = tokio::task::spawn_blocking(move || {
+            let store = SledStore::open(&dir, &options)?;
+            let mut snapshot = store.load().map_err(|e| match e {
+                StoreError::Corrupt { key, message } => StoreError::Open {
+                    path: dir.clone(),
+                    message: format!("corrupt token record under key {key}: {message}"),
+                },
+                other => other,
+            })?;
+            let records = std::mem::take(&mut snapshot.records);
+            let index = Index::load(records, &snapshot.last_used);
+            Ok::<_, StoreError>((store, snapshot, index))
+        })
+        .await
+        .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))??;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let index = Arc::new(index);
+        tracing::info!(tokens = index.len(), data_dir = %config.data_dir.display(), "token store loaded");
+        let registry = Arc::new(Registry::new(
+            store,
+            index.clone(),
+            config.clock.clone(),
+            RegistryOptions {
+                token_prefix: config.token_prefix.clone(),
+                max_tokens_per_owner: config.max_tokens_per_owner,
+            },
+        ));
+        let bootstrap = registry.bootstrap(snapshot.bootstrapped, config.bootstrap_token.clone()).await?;
+        if !snapshot.bootstrapped {
+            tracing::info!(generated = bootstrap.is_some(), "bootstrap admin token created");
+        }
+        let verifier = Arc::new(Verifier::new(index, config.clock.clone()));
+        Ok(Tokend { config, registry, verifier, bootstrap })
+    }
+
+    /// The admin token generated at bootstrap, if this start generated one.
+    /// It is handed out once: later calls return `None`.
+    pub fn take_bootstrap_secret(&mut self) -> Option<Secret> {
+        self.bootstrap.take().map(|c| c.secret)
+    }
+
+    /// The registry (for tests and benchmarks that fill the store directly).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The verifier (for benchmarks of the hot path).
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves, then shuts down
+    /// gracefully.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Tokend { config, registry, verifier, .. } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // grpcurl 1.8 speaks only v1alpha reflection.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let admin = InterceptedService::new(
+            TokenServiceServer::new(AdminService::new(registry.clone()))
+                .max_decoding_message_size(config.max_request_bytes),
+            AdminAuth::new(verifier.clone()),
+        );
+        let verify =
+            VerifyServiceServer::new(VerifyApi::new(verifier)).max_decoding_message_size(config.max_request_bytes);
+
+        health.set_serving::<TokenServiceServer<AdminService>>().await;
+        health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
+
+        let persister = tokio::spawn(persist_last_used(registry.clone(), config.last_used_flush_interval));
+        let local = listener.local_addr().ok();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(admin)
+            .add_service(verify)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(addr = ?local, "serving");
+
+        let served = tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                tracing::info!("shutting down: draining in-flight calls");
+                for name in ["", "tokend.v1.TokenService", "tokend.v1.VerifyService"] {
+                    health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+                }
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(grace = ?config.shutdown_grace, "shutdown grace expired; dropping remaining calls");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        persister.abort();
+        let closed = tokio::task::spawn_blocking(move || registry.close())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(format!("close task failed: {e}"))));
+        served?;
+        closed?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    }
+}
+
+/// Persists last-used times every `interval`.
+async fn persist_last_used(registry: Arc<Registry>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match registry.persist_last_used().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(tokens = n, "last-used times persisted"),
+            Err(e) => tracing::warn!(error = %e, "cannot persist last-used times; will retry"),
+        }
+    }
+}

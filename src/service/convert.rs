@@ -1,0 +1,89 @@
+//! Conversions between protobuf messages and domain types.
+
+use std::time::Duration;
+
+use crate::{clock::Time, error::Error, id::TokenId, index::Entry, pb, record::Status};
+
+/// A protobuf timestamp for `t`.
+pub fn timestamp(t: Time) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.0.div_euclid(1_000_000_000), nanos: t.0.rem_euclid(1_000_000_000) as i32 }
+}
+
+/// A non-negative duration from a request field; absent = zero.
+pub fn duration(field: &str, d: Option<&prost_types::Duration>) -> Result<Duration, Error> {
+    let Some(d) = d else { return Ok(Duration::ZERO) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err(Error::invalid(field, "nanos must be below 1,000,000,000"));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A token id from a request field.
+pub fn token_id(field: &str, s: &str) -> Result<TokenId, Error> {
+    s.parse().map_err(|e: crate::id::InvalidId| Error::invalid(field, e.to_string()))
+}
+
+/// The protobuf status for a domain status.
+pub fn token_status(s: Status) -> pb::TokenStatus {
+    match s {
+        Status::Active => pb::TokenStatus::Active,
+        Status::Expired => pb::TokenStatus::Expired,
+        Status::Revoked => pb::TokenStatus::Revoked,
+    }
+}
+
+/// The domain status filter for a protobuf one (`None` = any).
+pub fn status_filter(field: &str, value: i32) -> Result<Option<Status>, Error> {
+    match pb::TokenStatus::try_from(value) {
+        Ok(pb::TokenStatus::Unspecified) => Ok(None),
+        Ok(pb::TokenStatus::Active) => Ok(Some(Status::Active)),
+        Ok(pb::TokenStatus::Expired) => Ok(Some(Status::Expired)),
+        Ok(pb::TokenStatus::Revoked) => Ok(Some(Status::Revoked)),
+        Err(_) => Err(Error::invalid(field, format!("unknown token status {value}"))),
+    }
+}
+
+/// The protobuf view of a token at `now`.
+pub fn token(entry: &Entry, now: Time) -> pb::Token {
+    let r = &entry.record;
+    pb::Token {
+        id: r.id.to_string(),
+        name: r.name.clone(),
+        owner: r.owner.clone(),
+        scopes: r.scopes.clone(),
+        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        status: token_status(r.status_at(now)).into(),
+        hint: r.hint.clone(),
+        create_time: Some(timestamp(r.create_time)),
+        expire_time: r.expire_time.map(timestamp),
+        last_used_time: entry.last_used().map(timestamp),
+        revoke_time: r.revoke_time.map(timestamp),
+        revoke_reason: r.revoke_reason.clone(),
+        rotated_from: r.rotated_from.map(|id| id.to_string()).unwrap_or_default(),
+        rotated_to: r.rotated_to.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_handle_times_before_the_epoch() {
+        assert_eq!(timestamp(Time(-1)), prost_types::Timestamp { seconds: -1, nanos: 999_999_999 });
+        assert_eq!(timestamp(Time(1_500_000_001)), prost_types::Timestamp { seconds: 1, nanos: 500_000_001 });
+    }
+
+    #[test]
+    fn durations_reject_negative_and_denormal_values() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(duration("ttl", None).unwrap(), Duration::ZERO);
+        assert_eq!(duration("ttl", Some(&d(3, 5))).unwrap(), Duration::new(3, 5));
+        for bad in [d(-1, 0), d(0, -1), d(1, 1_000_000_000)] {
+            assert!(matches!(duration("ttl", Some(&bad)), Err(Error::InvalidArgument { field, .. }) if field == "ttl"));
+        }
+    }
+}

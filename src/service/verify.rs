@@ -1,0 +1,76 @@
+//! `tokend.v1.VerifyService`: the hot path's gRPC adapter.
+//!
+//! Kept apart from the admin plane: no authentication, no logging per call,
+//! and the response carries owner, scopes and labels only for a valid token.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::Error,
+    pb::{self, verify_service_server::VerifyService},
+    service::convert,
+    spec,
+    verify::{Outcome, Verifier},
+};
+
+/// The VerifyService implementation.
+pub struct VerifyApi {
+    verifier: Arc<Verifier>,
+}
+
+impl VerifyApi {
+    /// A VerifyService over `verifier`.
+    pub fn new(verifier: Arc<Verifier>) -> VerifyApi {
+        VerifyApi { verifier }
+    }
+}
+
+#[tonic::async_trait]
+impl VerifyService for VerifyApi {
+    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let req = request.get_ref();
+        check_required_scopes(&req.required_scopes)?;
+        let verdict = self.verifier.verify(&req.token, &req.required_scopes);
+        let mut response = pb::VerifyResponse {
+            valid: verdict.outcome == Outcome::Ok,
+            result: result(verdict.outcome).into(),
+            ..Default::default()
+        };
+        if let Some(entry) = verdict.entry {
+            let r = &entry.record;
+            response.token_id = r.id.to_string();
+            if response.valid {
+                response.owner.clone_from(&r.owner);
+                response.scopes.clone_from(&r.scopes);
+                response.labels = r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                response.expire_time = r.expire_time.map(convert::timestamp);
+            }
+        }
+        Ok(Response::new(response))
+    }
+}
+
+fn check_required_scopes(scopes: &[String]) -> Result<(), Error> {
+    if scopes.len() > spec::MAX_SCOPES {
+        return Err(Error::invalid("required_scopes", format!("at most {} scopes", spec::MAX_SCOPES)));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if spec::check_scope("required_scopes", s).is_err() {
+            return Err(Error::invalid(format!("required_scopes[{i}]"), "must match [A-Za-z0-9._:/-]{1,128}"));
+        }
+    }
+    Ok(())
+}
+
+fn result(o: Outcome) -> pb::VerifyResult {
+    match o {
+        Outcome::Ok => pb::VerifyResult::Ok,
+        Outcome::Malformed => pb::VerifyResult::Malformed,
+        Outcome::Unknown => pb::VerifyResult::Unknown,
+        Outcome::Expired => pb::VerifyResult::Expired,
+        Outcome::Revoked => pb::VerifyResult::Revoked,
+        Outcome::InsufficientScope => pb::VerifyResult::InsufficientScope,
+    }
+}

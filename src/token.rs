@@ -1,0 +1,382 @@
+//! The token format, and the only code that sees a token's secret.
+//!
+//! A token is `<prefix>_<body><checksum>`:
+//!
+//! * `prefix`: 1–16 of `[a-z0-9]`, starting with a letter (`tk` by default).
+//!   It tells humans and secret scanners what the string is; tokens keep
+//!   verifying after the configured prefix changes.
+//! * `body`: 256 bits from the operating system's CSPRNG, as exactly
+//!   [`BODY_LEN`] base62 characters (62^43 > 2^256, so the width is fixed).
+//! * `checksum`: CRC-32 of `<prefix>_<body>`, as exactly [`CHECKSUM_LEN`]
+//!   base62 characters. CRC-32 catches every single-character change and every
+//!   truncation, so typos are rejected as malformed without touching the
+//!   index, and scanners can recognise a real token offline (the same scheme
+//!   as GitHub's token format).
+//!
+//! tokend stores only [`TokenHash`]: blake3 in `derive_key` mode over the whole
+//! token. A secret lives in a [`Secret`], which never prints itself and is
+//! zeroed when dropped.
+
+use std::{fmt, sync::LazyLock};
+
+use rand::{TryRngCore, rngs::OsRng};
+use zeroize::Zeroizing;
+
+/// Base62 characters of the random body.
+pub const BODY_LEN: usize = 43;
+/// Base62 characters of the checksum.
+pub const CHECKSUM_LEN: usize = 6;
+/// Longest accepted prefix.
+pub const MAX_PREFIX_LEN: usize = 16;
+/// Longest accepted token; anything longer is malformed without further work.
+pub const MAX_TOKEN_LEN: usize = MAX_PREFIX_LEN + 1 + BODY_LEN + CHECKSUM_LEN;
+/// The prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "tk";
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// blake3 `derive_key` context. Changing it orphans every stored hash.
+const HASH_CONTEXT: &str = "tokend 2026-11-22 api token hash v1";
+
+/// A hasher already keyed with [`HASH_CONTEXT`]: `derive_key` would hash the
+/// context again on every call; cloning the keyed state skips that.
+static KEYED_HASHER: LazyLock<blake3::Hasher> = LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
+
+/// Why a presented string is not a token. Deliberately coarse: callers only
+/// learn "malformed"; the detail is for tests and debugging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Empty, too long, or not `<prefix>_<body><checksum>`.
+    #[error("not shaped like a token")]
+    Shape,
+    /// The prefix is not 1–16 of `[a-z0-9]` starting with a letter.
+    #[error("invalid token prefix")]
+    Prefix,
+    /// A character outside base62 in the body or checksum.
+    #[error("invalid character in token")]
+    Alphabet,
+    /// The checksum does not match.
+    #[error("token checksum mismatch")]
+    Checksum,
+}
+
+/// The stored identity of a token: blake3 (derive_key) of the whole token.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl std::hash::Hash for TokenHash {
+    /// blake3 output is already uniformly distributed, so eight of its bytes
+    /// are as good a hash as any hasher would make of all 32 (the index uses
+    /// a pass-through hasher; equality still compares all 32 bytes).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(word));
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash is not a secret, but eight bytes are enough to tell two apart.
+        write!(f, "TokenHash(")?;
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// A full token (`<prefix>_<body><checksum>`). Its `Debug` and `Display` are
+/// redacted; only [`Secret::expose`] gives the text, and the memory is zeroed
+/// on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Generates a new token with `prefix` from 256 bits of OS randomness.
+    ///
+    /// # Panics
+    /// If `prefix` is invalid (see [`validate_prefix`]) — configuration is
+    /// validated before any token is generated — or the OS has no randomness.
+    pub fn generate(prefix: &str) -> Secret {
+        validate_prefix(prefix).expect("token prefix is validated at start-up");
+        let mut random = Zeroizing::new([0u8; 32]);
+        OsRng.try_fill_bytes(random.as_mut()).expect("the operating system's random number generator failed");
+        let mut text = String::with_capacity(prefix.len() + 1 + BODY_LEN + CHECKSUM_LEN);
+        text.push_str(prefix);
+        text.push('_');
+        encode_body(&mut random, &mut text);
+        let crc = crc32fast::hash(text.as_bytes());
+        push_base62_fixed(u64::from(crc), CHECKSUM_LEN, &mut text);
+        Secret(Zeroizing::new(text))
+    }
+
+    /// Accepts `text` as a token if it is well-formed (no header scheme, no
+    /// surrounding whitespace). Used for bootstrap tokens handed in by operators.
+    pub fn from_text(text: &str) -> Result<Secret, Malformed> {
+        parse_bare(text)?;
+        Ok(Secret(Zeroizing::new(text.to_owned())))
+    }
+
+    /// The token text. Call only to hand the token to its owner.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The stored hash of this token.
+    pub fn hash(&self) -> TokenHash {
+        hash_token(self.expose())
+    }
+
+    /// The masked hint shown in lists.
+    pub fn hint(&self) -> String {
+        hint(self.expose())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Checks a token prefix: 1–16 of `[a-z0-9]`, starting with a letter.
+pub fn validate_prefix(prefix: &str) -> Result<(), Malformed> {
+    let b = prefix.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= MAX_PREFIX_LEN
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok { Ok(()) } else { Err(Malformed::Prefix) }
+}
+
+/// Parses a presented credential: a bare token or an HTTP header value
+/// `Bearer <token>` / `access_token <token>` (scheme case-insensitive,
+/// surrounding whitespace ignored). Returns the token text, checksum verified.
+///
+/// This is on the Verify hot path: it does not allocate.
+pub fn parse(presented: &str) -> Result<&str, Malformed> {
+    let trimmed = presented.trim();
+    let token = match trimmed.split_once(|c: char| c.is_ascii_whitespace()) {
+        None => trimmed,
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("access_token") =>
+        {
+            rest.trim_start()
+        }
+        Some(_) => return Err(Malformed::Shape),
+    };
+    parse_bare(token)?;
+    Ok(token)
+}
+
+/// Parses a bare token: shape, prefix, alphabet and checksum.
+pub fn parse_bare(token: &str) -> Result<(), Malformed> {
+    let bytes = token.as_bytes();
+    let fixed = BODY_LEN + CHECKSUM_LEN;
+    if bytes.len() < fixed + 2 || bytes.len() > MAX_TOKEN_LEN {
+        return Err(Malformed::Shape);
+    }
+    let split = bytes.len() - fixed - 1;
+    if bytes[split] != b'_' {
+        return Err(Malformed::Shape);
+    }
+    // Safe to slice: the byte at `split` is ASCII, so both sides are on char
+    // boundaries.
+    validate_prefix(&token[..split])?;
+    let tail = &bytes[split + 1..];
+    if !tail.iter().all(u8::is_ascii_alphanumeric) {
+        return Err(Malformed::Alphabet);
+    }
+    let (signed, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    let mut presented = 0u64;
+    for &c in checksum {
+        presented = presented * 62 + u64::from(base62_value(c));
+    }
+    if presented != u64::from(crc32fast::hash(signed)) {
+        return Err(Malformed::Checksum);
+    }
+    Ok(())
+}
+
+/// blake3 (`derive_key` mode) of a token's full text.
+pub fn hash_token(token: &str) -> TokenHash {
+    let mut hasher = KEYED_HASHER.clone();
+    hasher.update(token.as_bytes());
+    TokenHash(*hasher.finalize().as_bytes())
+}
+
+/// The masked hint of a well-formed token: prefix, the first four characters
+/// of the body and the last four of the token (`tk_4fQz…x9Ab`). Eight
+/// characters of a 49-character tail: enough to tell tokens apart, far too
+/// little to guess the rest.
+pub fn hint(token: &str) -> String {
+    let split = token.len() - BODY_LEN - CHECKSUM_LEN;
+    let head = &token[..split + 4];
+    let tail = &token[token.len() - 4..];
+    format!("{head}…{tail}")
+}
+
+fn base62_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'A'..=b'Z' => c - b'A' + 10,
+        _ => c - b'a' + 36,
+    }
+}
+
+/// Appends the 256-bit big-endian number in `n` as exactly [`BODY_LEN`] base62
+/// digits, most significant first. Consumes `n` (it ends as zero).
+fn encode_body(n: &mut [u8; 32], out: &mut String) {
+    let mut digits = Zeroizing::new([0u8; BODY_LEN]);
+    for d in digits.iter_mut().rev() {
+        // Long division of the whole number by 62; the remainder is the digit.
+        let mut rem = 0u32;
+        for byte in n.iter_mut() {
+            let acc = (rem << 8) | u32::from(*byte);
+            *byte = (acc / 62) as u8;
+            rem = acc % 62;
+        }
+        *d = ALPHABET[rem as usize];
+    }
+    out.extend(digits.iter().map(|&d| d as char));
+}
+
+fn push_base62_fixed(mut n: u64, width: usize, out: &mut String) {
+    let mut digits = [b'0'; 16];
+    for d in digits[..width].iter_mut().rev() {
+        *d = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    out.extend(digits[..width].iter().map(|&d| d as char));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_round_trip_and_have_fixed_length() {
+        for prefix in ["tk", "a", "acme9", "abcdefghijklmnop"] {
+            let s = Secret::generate(prefix);
+            let text = s.expose();
+            assert_eq!(text.len(), prefix.len() + 1 + BODY_LEN + CHECKSUM_LEN);
+            assert!(text.starts_with(&format!("{prefix}_")));
+            assert_eq!(parse(text), Ok(text));
+            assert_eq!(Secret::from_text(text).unwrap(), s);
+            assert_eq!(s.hash(), hash_token(text));
+        }
+    }
+
+    #[test]
+    fn tokens_differ_and_hashes_differ() {
+        let a = Secret::generate("tk");
+        let b = Secret::generate("tk");
+        assert_ne!(a.expose(), b.expose());
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn every_single_character_change_is_rejected() {
+        let s = Secret::generate("tk");
+        let text = s.expose().as_bytes().to_vec();
+        let mut candidates: Vec<u8> = ALPHABET.to_vec();
+        candidates.extend_from_slice(b"_-. ");
+        for i in 0..text.len() {
+            for &c in &candidates {
+                if c == text[i] {
+                    continue;
+                }
+                let mut changed = text.clone();
+                changed[i] = c;
+                let changed = String::from_utf8(changed).unwrap();
+                assert!(parse_bare(&changed).is_err(), "accepted a change at {i}: {changed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncations_and_extensions_are_rejected() {
+        let s = Secret::generate("tk");
+        let text = s.expose();
+        for n in 0..text.len() {
+            assert!(parse(&text[..n]).is_err(), "prefix of length {n}");
+            assert!(parse(&text[n + 1..]).is_err(), "suffix from {}", n + 1);
+        }
+        assert!(parse(&format!("{text}0")).is_err());
+        assert!(parse(&format!("{text}{text}")).is_err());
+    }
+
+    #[test]
+    fn header_schemes_and_whitespace() {
+        let s = Secret::generate("tk");
+        let t = s.expose();
+        for v in [
+            format!("Bearer {t}"),
+            format!("bearer {t}"),
+            format!("BEARER\t{t}"),
+            format!("  Bearer   {t}  "),
+            format!("access_token {t}"),
+            format!("Access_Token {t}"),
+            format!("\n{t}\n"),
+        ] {
+            assert_eq!(parse(&v), Ok(t), "{v:?}");
+        }
+        for v in [format!("Basic {t}"), format!("Bearer {t} x"), format!("Bearer{t}"), String::new()] {
+            assert!(parse(&v).is_err(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_rules() {
+        assert!(validate_prefix("tk").is_ok());
+        assert!(validate_prefix("a1").is_ok());
+        for bad in ["", "1a", "Tk", "t_k", "abcdefghijklmnopq", "tk-x", "ţk"] {
+            assert_eq!(validate_prefix(bad), Err(Malformed::Prefix), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unicode_look_alikes_do_not_panic_and_are_rejected() {
+        let s = Secret::generate("tk");
+        // Replace one ASCII char by a Cyrillic look-alike: different byte length.
+        let t = s.expose().replacen('_', "＿", 1);
+        assert!(parse(&t).is_err());
+        let t = format!("tк_{}", &s.expose()[3..]);
+        assert!(parse(&t).is_err());
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::generate("tk");
+        let body = &s.expose()[3..];
+        assert!(!format!("{s:?}").contains(body));
+        assert!(!format!("{s}").contains(body));
+    }
+
+    #[test]
+    fn hint_masks_the_body() {
+        let s = Secret::generate("tk");
+        let h = s.hint();
+        let t = s.expose();
+        assert_eq!(h, format!("{}…{}", &t[..7], &t[t.len() - 4..]));
+        assert!(h.chars().count() < 16);
+    }
+
+    #[test]
+    fn body_encoding_is_fixed_width_at_the_extremes() {
+        let mut out = String::new();
+        encode_body(&mut [0u8; 32], &mut out);
+        assert_eq!(out, "0".repeat(BODY_LEN));
+        let mut out = String::new();
+        encode_body(&mut [0xff; 32], &mut out);
+        assert_eq!(out.len(), BODY_LEN);
+        assert_ne!(out.as_bytes()[0], b'0');
+    }
+}
