@@ -1,0 +1,147 @@
+//! An in-process tokend on 127.0.0.1:0 with a temp data dir and a manual
+//! clock, and gRPC clients for it.
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tempfile::TempDir;
+use tokend::{
+    Config, Tokend,
+    clock::{Clock, Time},
+    pb::{self, token_service_client::TokenServiceClient, verify_service_client::VerifyServiceClient},
+    server::ServeError,
+    token::Secret,
+};
+use tonic::{
+    Request, Status,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.0).parse().unwrap());
+        Ok(request)
+    }
+}
+
+pub type AdminClient = TokenServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// The bootstrap admin token.
+    pub admin_token: String,
+    pub clock: Clock,
+    pub dir: Arc<TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+/// A realistic start time for the manual clock (2026-11-22T00:00:00Z).
+pub const START: Time = Time(1_795_305_600_000_000_000);
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let clock = Clock::manual(START);
+        let admin = Secret::generate("tk");
+        let mut config = Config::new(dir.path());
+        config.clock = clock.clone();
+        config.bootstrap_token = Some(admin.clone());
+        // Tests run many servers: skip the drive-cache fsync to spare the disk.
+        config.fsync = false;
+        adjust(&mut config);
+        Self::start_in(dir, config, admin.expose().to_owned()).await
+    }
+
+    /// Starts a server on an existing data dir (a restart).
+    pub async fn start_in(dir: Arc<TempDir>, config: Config, admin_token: String) -> TestServer {
+        let clock = config.clock.clone();
+        let tokend = Tokend::open(config).await.expect("tokend starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(tokend.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, admin_token, clock, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn admin(&self) -> AdminClient {
+        self.admin_as(&self.admin_token).await
+    }
+
+    pub async fn admin_as(&self, token: &str) -> AdminClient {
+        TokenServiceClient::with_interceptor(self.channel().await, Bearer(token.to_owned()))
+    }
+
+    pub async fn verifier(&self) -> VerifyServiceClient<Channel> {
+        VerifyServiceClient::new(self.channel().await)
+    }
+
+    /// Graceful shutdown; returns once the server has flushed and stopped.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        self.stop.take().unwrap().send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task.take().unwrap()).await;
+        result.expect("server stops in time").unwrap().expect("server stops cleanly");
+        self.dir.clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn issue_request(name: &str, owner: &str, scopes: &[&str]) -> pb::IssueRequest {
+    pb::IssueRequest {
+        name: name.into(),
+        owner: owner.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        ttl: None,
+        labels: Default::default(),
+    }
+}
+
+pub fn secs(s: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: s, nanos: 0 }
+}
+
+pub async fn issue(admin: &mut AdminClient, name: &str, owner: &str, scopes: &[&str]) -> pb::IssueResponse {
+    admin.issue(issue_request(name, owner, scopes)).await.expect("issue succeeds").into_inner()
+}
+
+pub async fn verify(client: &mut VerifyServiceClient<Channel>, token: &str, required: &[&str]) -> pb::VerifyResponse {
+    client
+        .verify(pb::VerifyRequest {
+            token: token.into(),
+            required_scopes: required.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .expect("verify succeeds as an RPC")
+        .into_inner()
+}
+
+pub fn result(r: &pb::VerifyResponse) -> pb::VerifyResult {
+    pb::VerifyResult::try_from(r.result).unwrap()
+}
+
+pub fn status(t: &pb::Token) -> pb::TokenStatus {
+    pb::TokenStatus::try_from(t.status).unwrap()
+}
