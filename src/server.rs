@@ -205,7 +205,7 @@ impl Tokend {
                 let _ = stop_rx.await;
             });
         tokio::pin!(server);
-        tracing::info!(addr = ?local, "serving");
+        tracing::info!(addr = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()), "serving");
 
         let served = tokio::select! {
             result = &mut server => result,

@@ -1,0 +1,205 @@
+//! The real `tokend` binary: start-up banner, serving, SIGTERM, bad
+//! configuration, a locked data dir, and `token generate`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::*;
+use tokend::{pb, token::Secret};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+
+/// A running `tokend serve` and the lines of its stderr.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn serve(data_dir: &std::path::Path, extra: &[&str]) -> Process {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("TOKEND_BOOTSTRAP_TOKEN")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn addr(&mut self) -> String {
+        let line = self.wait_for(" serving");
+        line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let status = self.child.wait().unwrap();
+        // Drain the rest of stderr.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// Multi-threaded: terminate() blocks this thread, and the client's connection
+// task must still run to answer the server's GOAWAY, or the drain would wait
+// for the whole shutdown grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_the_bootstrap_token_once_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Process::serve(dir.path(), &[]);
+    p.wait_for("bootstrap admin token was generated");
+    p.wait_for(""); // the blank line
+    let token_line = p.wait_for("tk_");
+    let admin_token = token_line.trim().to_owned();
+    Secret::from_text(&admin_token).expect("the banner shows a well-formed token");
+    let addr = p.addr();
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin =
+        pb::token_service_client::TokenServiceClient::with_interceptor(channel.clone(), Bearer(admin_token));
+    let issued = admin.issue(issue_request("bin", "o", &["x"])).await.unwrap().into_inner();
+    let mut v = pb::verify_service_client::VerifyServiceClient::new(channel);
+    assert!(verify(&mut v, &issued.secret, &["x"]).await.valid);
+    drop((admin, v));
+
+    let status = p.terminate();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", p.seen.join("\n"));
+    assert!(p.seen.iter().any(|l| l.contains("shut down cleanly")));
+    assert!(!p.seen.iter().any(|l| l.contains(&issued.secret)), "the issued secret never reaches the log");
+
+    // A restart does not print a new bootstrap token, and the token survived.
+    let mut p = Process::serve(dir.path(), &[]);
+    let addr = p.addr();
+    assert!(!p.seen.iter().any(|l| l.contains("bootstrap admin token was generated")));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut v = pb::verify_service_client::VerifyServiceClient::new(channel);
+    assert!(verify(&mut v, &issued.secret, &["x"]).await.valid);
+    drop(v);
+    assert!(p.terminate().success());
+}
+
+#[test]
+fn a_bootstrap_token_can_come_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bootstrap");
+    let token = Secret::generate("tk");
+    std::fs::write(&file, format!("{}\n", token.expose())).unwrap();
+    let data = dir.path().join("data");
+    let mut p = Process::serve(&data, &["--bootstrap-token-file", file.to_str().unwrap()]);
+    p.addr();
+    assert!(!p.seen.iter().any(|l| l.contains("was generated") || l.contains(token.expose())));
+    assert!(p.terminate().success());
+
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .env("TOKEND_BOOTSTRAP_TOKEN", "tk_notatoken")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOKEND_BOOTSTRAP_TOKEN") && err.contains("well-formed"), "{err}");
+    assert!(!err.contains("tk_notatoken"), "the rejected value is not echoed");
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_naming_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--token-prefix", "BAD"], "--token-prefix \"BAD\""),
+        (&["--listen", "nowhere"], "--listen"),
+        (&["--last-used-flush-interval", "0"], "--last-used-flush-interval"),
+        (&["--shutdown-grace", "soon"], "--shutdown-grace"),
+        (&["--store-cache-mb", "0"], "--store-cache-mb"),
+        (&["--bootstrap-token-file", "/nonexistent/token"], "/nonexistent/token"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(BIN).args(["serve", "--data-dir"]).arg(dir.path()).args(*args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // The environment works like the flags.
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("TOKEND_TOKEN_PREFIX", "No")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"No\""));
+}
+
+#[test]
+fn a_data_dir_locked_by_another_tokend_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Process::serve(dir.path(), &[]);
+    first.addr();
+    let out =
+        Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked") && err.contains(&dir.path().display().to_string()), "{err}");
+    assert!(first.terminate().success());
+}
+
+#[test]
+fn token_generate_prints_a_well_formed_token() {
+    for (args, prefix) in
+        [(&["token", "generate"][..], "tk_"), (&["token", "generate", "--prefix", "acme"][..], "acme_")]
+    {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let token = text.trim();
+        assert!(token.starts_with(prefix), "{token}");
+        Secret::from_text(token).expect("well-formed");
+    }
+    let out = Command::new(BIN).args(["token", "generate", "--prefix", "Bad"]).output().unwrap();
+    assert!(!out.status.success());
+}
