@@ -58,7 +58,7 @@ async fn tokens_revocations_and_last_used_times_survive_a_restart() {
     assert_eq!(result(&verify(&mut v, &successor.secret, &[]).await), VerifyResult::Ok);
     server.clock.advance(Duration::from_secs(300));
     assert_eq!(result(&verify(&mut v, &rotated.secret, &[]).await), VerifyResult::Expired);
-    assert_eq!(result(&verify(&mut v, &intruder.expose().to_owned(), &[]).await), VerifyResult::Unknown);
+    assert_eq!(result(&verify(&mut v, intruder.expose(), &[]).await), VerifyResult::Unknown);
     // New ids keep creation order after the restart.
     let newer = issue(&mut admin, "newer", "o", &[]).await.token.unwrap();
     assert!(after.iter().all(|t| t.id < newer.id));
