@@ -68,3 +68,32 @@ impl Interceptor for AdminAuth {
         Err(Status::new(code, message))
     }
 }
+
+/// Client side: adds `authorization: Bearer <token>` to every call (the
+/// load generator and the admin CLI). The header is marked sensitive so
+/// HTTP/2 never puts it in a compression table, and `Debug` redacts it.
+#[derive(Clone)]
+pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl BearerToken {
+    /// An interceptor presenting `token`. Fails if the token is not a valid
+    /// header value (it cannot be a token then either).
+    pub fn new(token: &str) -> Result<BearerToken, tonic::metadata::errors::InvalidMetadataValue> {
+        let mut value: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim()).parse()?;
+        value.set_sensitive(true);
+        Ok(BearerToken(value))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}

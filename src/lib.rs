@@ -13,6 +13,7 @@
 //!   [`clock`], [`error`].
 //! * [`store`] is the only code that touches sled; [`commit`] shares its
 //!   flushes among concurrent writers.
+//! * [`loadgen`] (`tokend bench`) and [`seed`] measure all of the above.
 //!
 //! Dependencies point one way: service → domain → store. Protobuf types stay
 //! in `service`/`pb`; sled types stay in `store`.
@@ -26,9 +27,11 @@ pub mod config;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod loadgen;
 pub mod pb;
 pub mod record;
 pub mod registry;
+pub mod seed;
 pub mod server;
 pub mod service;
 pub mod spec;

@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
+    /// Measure Verify against Health/Check, durable writes and start-up on
+    /// a throwaway store of synthetic tokens.
+    Bench(tokend::loadgen::BenchArgs),
     /// Offline token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -51,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token::Secret::generate(&prefix).expose());
             Ok(())
         }
+        Command::Bench(args) => tokend::loadgen::run(&args).map_err(|e| anyhow::anyhow!(e)),
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);
             args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();

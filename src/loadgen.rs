@@ -1,0 +1,445 @@
+//! `tokend bench`: the load generator.
+//!
+//! It fills a throwaway store with N tokens through the library (seconds,
+//! not N RPCs), then measures, on one gRPC connection:
+//!
+//! * Verify against `grpc.health.v1.Health/Check` — the cost floor of any
+//!   call on the same server and connection — sequentially (p50/p99/p99.9)
+//!   and with 16 and 64 calls in flight (throughput, p99). The two are run in
+//!   alternating blocks, so drift on a shared machine hits both alike, and
+//!   reported with their ratio;
+//! * Verify throughput with and without a writer issuing and revoking 200
+//!   tokens a second;
+//! * durable Issue and Revoke with 1, 16 and 64 concurrent clients, with the
+//!   store flushes made per 100 writes;
+//! * start-up of the real binary: time to SERVING and resident memory.
+//!
+//! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::{Args, ValueEnum};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    Config, Tokend,
+    clock::Clock,
+    pb::{self, token_service_client::TokenServiceClient, verify_service_client::VerifyServiceClient},
+    seed,
+    token::Secret,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Everything below.
+    All,
+    /// Verify vs Health/Check, and Verify under a concurrent writer.
+    Verify,
+    /// Durable Issue and Revoke under concurrency.
+    Write,
+    /// Start-up time and memory of the real binary.
+    Startup,
+}
+
+/// Flags of `tokend bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Tokens in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tokens: usize,
+    /// Seconds of measurement per phase and kind of call.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: Mode,
+    /// fsync after each flush in the write measurements.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+    /// Where to build the throwaway store (default: the system temp dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Length of one measurement block; Verify and Check blocks alternate.
+const BLOCK: Duration = Duration::from_millis(250);
+
+/// Runs the benchmark and prints its report to stdout.
+pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
+    let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("tokend-bench-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let started = Instant::now();
+    let secrets = seed::store(&dir, args.tokens, (args.tokens / 10_000).max(1), Clock::System.now())?;
+    println!(
+        "tokend bench: {} tokens seeded in {:.1?} ({} cores)",
+        args.tokens,
+        started.elapsed(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if matches!(args.mode, Mode::All | Mode::Startup) {
+        startup(&dir)?;
+    }
+    if matches!(args.mode, Mode::All | Mode::Verify | Mode::Write) {
+        in_process(args, &dir, secrets)?;
+    }
+    Ok(())
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the real binary on `dir` and measures time to SERVING and RSS.
+fn startup(dir: &Path) -> Result<(), BoxError> {
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("TOKEND_BOOTSTRAP_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        if let Some(rest) = line.split(" serving addr=").nth(1) {
+            addr = Some(rest.trim().parse::<SocketAddr>()?);
+            break;
+        }
+    }
+    let addr = addr.ok_or("the server exited before serving")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let serving = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))?.connect().await {
+                let mut health = HealthClient::new(channel);
+                let req = HealthCheckRequest { service: "tokend.v1.VerifyService".into() };
+                if health.check(req).await.is_ok_and(|r| r.into_inner().status == 1) {
+                    return Ok::<_, BoxError>(started.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err("not SERVING within 120 s".into())
+    })?;
+    let rss = rss_kib(child.id()).unwrap_or(0);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("\n== start-up (real binary)\nprocess start → SERVING: {serving:.2?}\nRSS after load: {} MiB", rss / 1024);
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs a server in this process (its own runtime, as a separate process
+/// would have) and the client on another runtime.
+fn in_process(args: &BenchArgs, dir: &Path, secrets: Vec<Secret>) -> Result<(), BoxError> {
+    let server_rt = tokio::runtime::Builder::new_multi_thread().thread_name("server").enable_all().build()?;
+    let mut config = Config::new(dir);
+    config.fsync = args.fsync;
+    let tokend = server_rt.block_on(Tokend::open(config))?;
+    let registry = tokend.registry().clone();
+    let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server_rt.spawn(tokend.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread().thread_name("client").enable_all().build()?;
+    let admin = secrets[0].expose().to_owned();
+    let valid: Arc<Vec<String>> = Arc::new(secrets[1..].iter().map(|s| s.expose().to_owned()).collect());
+    let seconds = args.seconds;
+    let result = client_rt.block_on(async move {
+        let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        if matches!(args.mode, Mode::All | Mode::Verify) {
+            verify_vs_check(&channel, &valid, seconds).await?;
+            verify_under_writes(&channel, &valid, &admin, seconds).await?;
+        }
+        if matches!(args.mode, Mode::All | Mode::Write) {
+            writes(&channel, &admin, seconds, &registry).await?;
+        }
+        Ok::<_, BoxError>(())
+    });
+    let _ = stop.send(());
+    server_rt.block_on(server)??;
+    result
+}
+
+/// One kind of call, made repeatedly.
+#[derive(Clone)]
+enum Call {
+    Verify(VerifyServiceClient<Channel>, Arc<Vec<String>>),
+    Check(HealthClient<Channel>),
+}
+
+impl Call {
+    async fn once(&mut self, i: usize) -> Result<(), tonic::Status> {
+        match self {
+            Call::Verify(client, tokens) => {
+                let req = pb::VerifyRequest {
+                    token: tokens[i % tokens.len()].clone(),
+                    required_scopes: vec!["orders:read".into()],
+                };
+                let r = client.verify(req).await?.into_inner();
+                if !r.valid {
+                    return Err(tonic::Status::internal(format!("bench token did not verify: {:?}", r.result)));
+                }
+            }
+            Call::Check(client) => {
+                client.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Latencies (ns) and the wall time they were collected over.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<u64>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let i = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        Duration::from_nanos(self.latencies[i])
+    }
+}
+
+/// Runs `call` with `in_flight` concurrent callers for `length`.
+async fn block(call: &Call, in_flight: usize, length: Duration) -> Result<Sample, BoxError> {
+    let started = Instant::now();
+    let deadline = started + length;
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|worker| {
+            let mut call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(4096);
+                let mut i = worker * 7919;
+                while Instant::now() < deadline && latencies.len() < 10_000_000 {
+                    let t = Instant::now();
+                    call.once(i).await?;
+                    latencies.push(t.elapsed().as_nanos() as u64);
+                    i += 1;
+                }
+                Ok::<_, tonic::Status>(latencies)
+            })
+        })
+        .collect();
+    let mut sample = Sample::default();
+    for t in tasks {
+        sample.latencies.extend(t.await??);
+    }
+    sample.elapsed = started.elapsed();
+    Ok(sample)
+}
+
+/// Alternates blocks of `a` and `b` (swapping which goes first each round).
+async fn alternate(a: &Call, b: &Call, in_flight: usize, seconds: f64) -> Result<(Sample, Sample), BoxError> {
+    let rounds = ((seconds / BLOCK.as_secs_f64()).ceil() as usize).max(2);
+    let (mut sa, mut sb) = (Sample::default(), Sample::default());
+    // Warm-up: connections, caches, allocator.
+    block(a, in_flight, BLOCK / 2).await?;
+    block(b, in_flight, BLOCK / 2).await?;
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            sa.add(block(a, in_flight, BLOCK).await?);
+            sb.add(block(b, in_flight, BLOCK).await?);
+        } else {
+            sb.add(block(b, in_flight, BLOCK).await?);
+            sa.add(block(a, in_flight, BLOCK).await?);
+        }
+    }
+    Ok((sa, sb))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn verify_vs_check(channel: &Channel, tokens: &Arc<Vec<String>>, seconds: f64) -> Result<(), BoxError> {
+    let verify = Call::Verify(VerifyServiceClient::new(channel.clone()), tokens.clone());
+    let check = Call::Check(HealthClient::new(channel.clone()));
+    println!("\n== Verify vs Health/Check, one connection, alternating {BLOCK:?} blocks, {seconds} s each");
+    println!("{:<28}{:>14}{:>14}{:>9}", "", "Verify", "Check", "ratio");
+    let (mut v, mut c) = alternate(&verify, &check, 1, seconds).await?;
+    for (name, p) in [("sequential p50", 50.0), ("sequential p99", 99.0), ("sequential p99.9", 99.9)] {
+        let (a, b) = (v.percentile(p), c.percentile(p));
+        println!("{name:<28}{:>14}{:>14}{:>9.3}", us(a), us(b), a.as_secs_f64() / b.as_secs_f64().max(1e-12));
+    }
+    for in_flight in [16, 64] {
+        let (mut v, mut c) = alternate(&verify, &check, in_flight, seconds).await?;
+        let (a, b) = (v.throughput(), c.throughput());
+        println!("{:<28}{:>12.0}/s{:>12.0}/s{:>9.3}", format!("{in_flight} in flight: throughput"), a, b, a / b);
+        let (a, b) = (v.percentile(99.0), c.percentile(99.0));
+        let label = format!("{in_flight} in flight: p99");
+        println!("{label:<28}{:>14}{:>14}{:>9.3}", us(a), us(b), a.as_secs_f64() / b.as_secs_f64().max(1e-12));
+    }
+    Ok(())
+}
+
+/// Verify throughput at 64 in flight with and without a writer issuing and
+/// revoking 200 tokens a second, in alternating blocks.
+async fn verify_under_writes(
+    channel: &Channel,
+    tokens: &Arc<Vec<String>>,
+    admin: &str,
+    seconds: f64,
+) -> Result<(), BoxError> {
+    let verify = Call::Verify(VerifyServiceClient::new(channel.clone()), tokens.clone());
+    let rounds = ((seconds / BLOCK.as_secs_f64()).ceil() as usize).max(2);
+    let (mut quiet, mut busy) = (Sample::default(), Sample::default());
+    let admin_client = admin_client(channel, admin);
+    for round in 0..rounds * 2 {
+        let with_writer = (round % 2 == 0) == (round / 2 % 2 == 0);
+        if with_writer {
+            let writer = tokio::spawn(write_at_rate(admin_client.clone(), 200.0, BLOCK));
+            busy.add(block(&verify, 64, BLOCK).await?);
+            writer.await??;
+        } else {
+            quiet.add(block(&verify, 64, BLOCK).await?);
+        }
+    }
+    println!("\n== Verify at 64 in flight while a writer issues and revokes 200 tokens/s");
+    let (a, b) = (busy.throughput(), quiet.throughput());
+    println!("with writer {a:.0}/s, without {b:.0}/s, ratio {:.3}", a / b);
+    Ok(())
+}
+
+type AdminClient =
+    TokenServiceClient<tonic::service::interceptor::InterceptedService<Channel, crate::auth::BearerToken>>;
+
+fn admin_client(channel: &Channel, admin: &str) -> AdminClient {
+    // The admin token comes from `seed`, so it is always a valid header value.
+    let bearer = crate::auth::BearerToken::new(admin).expect("seeded admin token is ASCII");
+    TokenServiceClient::with_interceptor(channel.clone(), bearer)
+}
+
+/// Issues and revokes tokens, alternately, at `per_second` for `length`.
+async fn write_at_rate(mut admin: AdminClient, per_second: f64, length: Duration) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut last_id = None;
+    while started.elapsed() < length {
+        match last_id.take() {
+            None => {
+                let r = admin.issue(issue_request(n)).await?.into_inner();
+                last_id = r.token.map(|t| t.id);
+            }
+            Some(id) => {
+                admin.revoke(pb::RevokeRequest { id, reason: "bench".into() }).await?;
+            }
+        }
+        n += 1;
+        let due = started + Duration::from_secs_f64(n as f64 / per_second);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    Ok(())
+}
+
+fn issue_request(n: u64) -> pb::IssueRequest {
+    pb::IssueRequest {
+        name: format!("bench-{n}"),
+        owner: format!("bench-owner-{}", n % 100),
+        scopes: vec!["orders:read".into()],
+        ttl: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+        labels: Default::default(),
+    }
+}
+
+/// Durable Issue, then Revoke of what was issued, with 1, 16 and 64 clients.
+async fn writes(
+    channel: &Channel,
+    admin: &str,
+    seconds: f64,
+    registry: &Arc<crate::registry::Registry>,
+) -> Result<(), BoxError> {
+    println!("\n== durable writes ({seconds} s per row)");
+    println!("{:<20}{:>12}{:>14}{:>22}", "", "calls/s", "p99", "flushes/100 writes");
+    let length = Duration::from_secs_f64(seconds);
+    for clients in [1usize, 16, 64] {
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for revoke in [false, true] {
+            let flushes_before = registry.committer().flushes();
+            let started = Instant::now();
+            let deadline = started + length;
+            let tasks: Vec<_> = (0..clients)
+                .map(|w| {
+                    let mut admin = admin_client(channel, admin);
+                    let ids = ids.clone();
+                    tokio::spawn(async move {
+                        let mut latencies = Vec::new();
+                        let mut n = (w as u64) << 32;
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            if revoke {
+                                let Some(id) = ids.lock().unwrap_or_else(|e| e.into_inner()).pop() else { break };
+                                admin.revoke(pb::RevokeRequest { id, reason: "bench".into() }).await?;
+                            } else {
+                                let r = admin.issue(issue_request(n)).await?.into_inner();
+                                ids.lock().unwrap_or_else(|e| e.into_inner()).extend(r.token.map(|t| t.id));
+                            }
+                            latencies.push(t.elapsed().as_nanos() as u64);
+                            n += 1;
+                        }
+                        Ok::<_, tonic::Status>(latencies)
+                    })
+                })
+                .collect();
+            let mut sample = Sample::default();
+            for t in tasks {
+                sample.latencies.extend(t.await??);
+            }
+            sample.elapsed = started.elapsed();
+            let flushes = registry.committer().flushes() - flushes_before;
+            let per_100 = flushes as f64 * 100.0 / sample.latencies.len().max(1) as f64;
+            let label = format!("{} × {clients}", if revoke { "Revoke" } else { "Issue" });
+            println!("{label:<20}{:>12.0}{:>14}{:>22.1}", sample.throughput(), us(sample.percentile(99.0)), per_100);
+        }
+    }
+    Ok(())
+}
