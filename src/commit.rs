@@ -145,8 +145,8 @@ mod tests {
     }
 
     impl Store for SlowStore {
-        fn load(&self) -> Result<crate::store::Snapshot, StoreError> {
-            Ok(Default::default())
+        fn load(&self, _: &mut dyn FnMut(crate::record::TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+            Ok(false)
         }
         fn apply(&self, _: &[Change]) -> Result<(), StoreError> {
             Ok(())

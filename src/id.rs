@@ -7,9 +7,11 @@ use rand::{TryRngCore, rngs::OsRng};
 
 use crate::clock::Time;
 
-/// A token id (a version-7 UUID).
+/// A token id (a version-7 UUID), as big-endian bytes: byte order is id
+/// order, and byte alignment keeps an `Option<TokenId>` at 17 bytes rather
+/// than a `u128`'s padded 32 (two of them sit in every record).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TokenId(u128);
+pub struct TokenId([u8; 16]);
 
 /// The string is not a version-7 UUID in canonical hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +26,11 @@ const FIXED_MASK: u128 = (0xf << 76) | (0b11 << 62);
 impl TokenId {
     /// The id as 16 big-endian bytes (its storage key: byte order = id order).
     pub fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+        self.0
+    }
+
+    fn value(self) -> u128 {
+        u128::from_be_bytes(self.0)
     }
 
     /// The id from its 16-byte form, if those bytes are a UUIDv7.
@@ -33,12 +39,12 @@ impl TokenId {
     }
 
     fn from_u128(v: u128) -> Result<TokenId, InvalidId> {
-        if v & FIXED_MASK == VERSION_BITS | VARIANT_BITS { Ok(TokenId(v)) } else { Err(InvalidId) }
+        if v & FIXED_MASK == VERSION_BITS | VARIANT_BITS { Ok(TokenId(v.to_be_bytes())) } else { Err(InvalidId) }
     }
 
     /// The 122 bits that are not version or variant, as one counter.
     fn payload(self) -> u128 {
-        let v = self.0;
+        let v = self.value();
         ((v >> 80) << 74) | (((v >> 64) & 0xfff) << 62) | (v & ((1 << 62) - 1))
     }
 
@@ -46,13 +52,13 @@ impl TokenId {
         let ts = p >> 74;
         let rand_a = (p >> 62) & 0xfff;
         let rand_b = p & ((1 << 62) - 1);
-        TokenId((ts << 80) | VERSION_BITS | (rand_a << 64) | VARIANT_BITS | rand_b)
+        TokenId(((ts << 80) | VERSION_BITS | (rand_a << 64) | VARIANT_BITS | rand_b).to_be_bytes())
     }
 }
 
 impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
+        let v = self.value();
         write!(
             f,
             "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -163,7 +169,7 @@ mod tests {
         assert_eq!(s.to_uppercase().parse::<TokenId>(), Ok(id));
         assert_eq!(TokenId::from_bytes(id.to_bytes()), Ok(id));
         // The timestamp is the creation millisecond.
-        assert_eq!((id.0 >> 80) as u64, 1_750_000_000_123);
+        assert_eq!((id.value() >> 80) as u64, 1_750_000_000_123);
     }
 
     #[test]

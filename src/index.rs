@@ -14,7 +14,7 @@
 //! from another replica through a store's change feed.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     hash::{BuildHasherDefault, Hasher},
     ops::Bound,
     sync::{
@@ -26,7 +26,7 @@ use std::{
 use crate::{
     clock::Time,
     id::TokenId,
-    record::{Status, TokenRecord},
+    record::{Labels, Scopes, Status, TokenRecord},
     store::Change,
     token::TokenHash,
 };
@@ -90,7 +90,35 @@ impl Hasher for PassThrough {
 #[derive(Default)]
 struct AdminView {
     by_id: BTreeMap<TokenId, Arc<Entry>>,
-    by_owner: HashMap<String, BTreeSet<TokenId>>,
+    /// Also the interner of owner names: entries share the key's `Arc`.
+    by_owner: HashMap<Arc<str>, BTreeSet<TokenId>>,
+    /// One copy of each distinct scope set and label set. Tokens repeat a
+    /// few sets; sharing them is most of what keeps a million tokens small.
+    scope_sets: HashSet<Scopes>,
+    label_sets: HashSet<Labels>,
+}
+
+impl AdminView {
+    /// Replaces the record's owner, scopes and labels by shared copies.
+    fn intern(&mut self, record: &mut TokenRecord) {
+        match self.by_owner.get_key_value(&*record.owner) {
+            Some((owner, _)) => record.owner = owner.clone(),
+            None => {
+                self.by_owner.insert(record.owner.clone(), BTreeSet::new());
+            }
+        }
+        intern(&mut self.scope_sets, &mut record.scopes);
+        intern(&mut self.label_sets, &mut record.labels);
+    }
+}
+
+fn intern<T: Clone + Eq + std::hash::Hash>(set: &mut HashSet<T>, value: &mut T) {
+    match set.get(value) {
+        Some(shared) => *value = shared.clone(),
+        None => {
+            set.insert(value.clone());
+        }
+    }
 }
 
 /// A page of [`Index::list`].
@@ -143,20 +171,19 @@ impl Index {
         }
     }
 
-    /// Builds the index from a store's contents at start-up.
+    /// Builds an index from records (benchmarks, tests).
     pub fn load(records: Vec<TokenRecord>, last_used: &HashMap<TokenId, Time>) -> Index {
         let index = Index::with_capacity(records.len());
-        {
-            let mut admin = write(&index.admin);
-            for record in records {
-                let entry = Arc::new(Entry::new(record, None));
-                if let Some(&t) = last_used.get(&entry.record.id) {
-                    entry.last_used.store(t.0, Ordering::Relaxed);
-                }
-                index.insert_locked(&mut admin, entry);
-            }
+        for record in records {
+            let used = last_used.get(&record.id).copied();
+            index.insert_loaded(record, used);
         }
         index
+    }
+
+    /// Adds one record read from the store at start-up.
+    pub fn insert_loaded(&self, record: TokenRecord, last_used: Option<Time>) {
+        self.insert_locked(&mut write(&self.admin), record, last_used);
     }
 
     #[inline]
@@ -198,16 +225,18 @@ impl Index {
         for change in changes {
             if let Change::Put(record) = change {
                 let previous = admin.by_id.get(&record.id).and_then(|e| e.last_used());
-                self.insert_locked(&mut admin, Arc::new(Entry::new(record.clone(), previous)));
+                self.insert_locked(&mut admin, record.clone(), previous);
             }
         }
     }
 
-    fn insert_locked(&self, admin: &mut AdminView, entry: Arc<Entry>) {
-        let id = entry.record.id;
-        if !admin.by_id.contains_key(&id) {
-            admin.by_owner.entry(entry.record.owner.clone()).or_default().insert(id);
+    fn insert_locked(&self, admin: &mut AdminView, mut record: TokenRecord, last_used: Option<Time>) {
+        admin.intern(&mut record);
+        let id = record.id;
+        if let Some(ids) = admin.by_owner.get_mut(&*record.owner) {
+            ids.insert(id);
         }
+        let entry = Arc::new(Entry::new(record, last_used));
         write(self.shard(&entry.record.hash)).insert(entry.record.hash, entry.clone());
         admin.by_id.insert(id, entry);
     }
@@ -315,16 +344,16 @@ mod tests {
         TokenRecord {
             id: ids.next(Time(1_000_000_000)),
             hash: secret.hash(),
-            hint: secret.hint(),
+            hint: secret.hint().into(),
             name: "n".into(),
             owner: owner.into(),
-            scopes: vec![],
+            scopes: Default::default(),
             labels: Default::default(),
             create_time: Time(0),
             ttl: None,
             expire_time: None,
             revoke_time: None,
-            revoke_reason: String::new(),
+            revoke_reason: "".into(),
             rotated_from: None,
             rotated_to: None,
         }
@@ -345,6 +374,24 @@ mod tests {
         assert_eq!(index.get(r.id).unwrap().record.revoke_time, Some(Time(6)));
         assert_eq!(e.last_used(), Some(Time(5_000_000_000)));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn owners_scopes_and_labels_are_shared_between_tokens() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let mut a = record(&ids, "team");
+        a.scopes = ["x".to_string(), "y".to_string()].into_iter().collect();
+        a.labels = [("env".to_string(), "prod".to_string())].into_iter().collect();
+        let mut b = record(&ids, "team");
+        b.scopes = ["x".to_string(), "y".to_string()].into_iter().collect();
+        b.labels = [("env".to_string(), "prod".to_string())].into_iter().collect();
+        index.apply(&[Change::Put(a.clone()), Change::Put(b.clone())]);
+        let (ea, eb) = (index.get(a.id).unwrap(), index.get(b.id).unwrap());
+        assert!(Arc::ptr_eq(&ea.record.owner, &eb.record.owner));
+        assert!(ea.record.scopes.shares_allocation(&eb.record.scopes));
+        assert!(ea.record.labels.shares_allocation(&eb.record.labels));
+        assert_eq!(eb.record, b, "interning changes no value");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A token's metadata as the domain knows it, and the status rules.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use crate::{clock::Time, id::TokenId, token::TokenHash};
 
@@ -31,15 +31,15 @@ pub struct TokenRecord {
     /// blake3 of the token: the only trace of the secret.
     pub hash: TokenHash,
     /// Masked hint shown in lists.
-    pub hint: String,
+    pub hint: Box<str>,
     /// Human-readable name.
-    pub name: String,
-    /// Owner (team, user, service).
-    pub owner: String,
+    pub name: Box<str>,
+    /// Owner (team, user, service); shared by all of its tokens in the index.
+    pub owner: Arc<str>,
     /// Granted scopes, without duplicates, in the order given.
-    pub scopes: Vec<String>,
+    pub scopes: Scopes,
     /// Free-form labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// When the token was created.
     pub create_time: Time,
     /// The TTL it was issued with; a rotation gives the successor the same.
@@ -50,7 +50,7 @@ pub struct TokenRecord {
     /// When it was revoked, if it was.
     pub revoke_time: Option<Time>,
     /// Why it was revoked ("" if not, or if no reason was given).
-    pub revoke_reason: String,
+    pub revoke_reason: Box<str>,
     /// The token this one replaced by rotation.
     pub rotated_from: Option<TokenId>,
     /// The token that replaced this one by rotation.
@@ -73,7 +73,99 @@ impl TokenRecord {
     /// Whether the token grants every scope in `required`.
     #[inline]
     pub fn has_scopes<S: AsRef<str>>(&self, required: &[S]) -> bool {
-        required.iter().all(|r| self.scopes.iter().any(|s| s == r.as_ref()))
+        required.iter().all(|r| self.scopes.contains(r.as_ref()))
+    }
+}
+
+/// A token's scopes, without duplicates, in the order given.
+///
+/// Shared (`Arc`) so the index can keep one copy of each distinct set: a
+/// million tokens typically carry a handful of different scope sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Scopes(Arc<[Box<str>]>);
+
+impl Scopes {
+    /// The scopes in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.0.iter().map(|s| &**s)
+    }
+
+    /// Whether `scope` is granted.
+    #[inline]
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| &**s == scope)
+    }
+
+    /// Number of scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether both share one allocation (the index interns scope sets).
+    pub fn shares_allocation(&self, other: &Scopes) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Owned copies, for a protobuf message.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
+impl FromIterator<String> for Scopes {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Scopes {
+        Scopes(iter.into_iter().map(String::into_boxed_str).collect())
+    }
+}
+
+/// A token's labels, sorted by key with unique keys.
+///
+/// A shared slice rather than a map: tokens carry few labels, a `BTreeMap`'s
+/// first node alone costs about 550 bytes, and the index keeps one copy of
+/// each distinct label set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Arc<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    /// The labels in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.0[i].1)
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether both share one allocation (the index interns label sets).
+    pub fn shares_allocation(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    /// Sorts by key; of repeated keys the last wins (as in a map).
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Labels {
+        let mut v: Vec<(Box<str>, Box<str>)> = iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        v.reverse();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.dedup_by(|later, earlier| later.0 == earlier.0);
+        Labels(v.into())
     }
 }
 
@@ -86,16 +178,16 @@ mod tests {
         TokenRecord {
             id: IdGenerator::default().next(Time(0)),
             hash: TokenHash([0; 32]),
-            hint: String::new(),
+            hint: "".into(),
             name: "n".into(),
             owner: "o".into(),
-            scopes: vec!["a".into(), "b".into()],
-            labels: BTreeMap::new(),
+            scopes: ["a".to_string(), "b".to_string()].into_iter().collect(),
+            labels: Labels::default(),
             create_time: Time(0),
             ttl: None,
             expire_time: None,
             revoke_time: None,
-            revoke_reason: String::new(),
+            revoke_reason: "".into(),
             rotated_from: None,
             rotated_to: None,
         }
@@ -111,6 +203,16 @@ mod tests {
         r.revoke_time = Some(Time(5));
         assert_eq!(r.status_at(Time(0)), Status::Revoked);
         assert_eq!(r.status_at(Time(11)), Status::Revoked);
+    }
+
+    #[test]
+    fn labels_are_sorted_unique_and_searchable() {
+        let l: Labels =
+            [("b", "1"), ("a", "2"), ("b", "3")].map(|(k, v)| (k.to_string(), v.to_string())).into_iter().collect();
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "2"), ("b", "3")]);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+        assert_eq!(l.len(), 2);
     }
 
     #[test]

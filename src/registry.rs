@@ -151,7 +151,7 @@ impl Registry {
             } else {
                 let mut record = current.record.clone();
                 record.revoke_time = Some(self.clock.now());
-                record.revoke_reason = reason;
+                record.revoke_reason = reason.into();
                 self.write_locked(vec![Change::Put(record)])?;
                 self.entry(id)?
             }
@@ -181,9 +181,9 @@ impl Registry {
             }
             let r = &old.record;
             let spec = TokenSpec {
-                name: r.name.clone(),
-                owner: r.owner.clone(),
-                scopes: r.scopes.clone(),
+                name: r.name.to_string(),
+                owner: r.owner.to_string(),
+                scopes: r.scopes.to_vec(),
                 labels: r.labels.clone(),
                 ttl: r.ttl,
             };
@@ -231,16 +231,16 @@ impl Registry {
         TokenRecord {
             id: self.ids.next(now),
             hash: secret.hash(),
-            hint: secret.hint(),
-            name: spec.name,
-            owner: spec.owner,
-            scopes: spec.scopes,
+            hint: secret.hint().into(),
+            name: spec.name.into(),
+            owner: spec.owner.into(),
+            scopes: spec.scopes.into_iter().collect(),
             labels: spec.labels,
             create_time: now,
             ttl: spec.ttl,
             expire_time: spec.ttl.map(|ttl| now.saturating_add(ttl)),
             revoke_time: None,
-            revoke_reason: String::new(),
+            revoke_reason: "".into(),
             rotated_from,
             rotated_to: None,
         }

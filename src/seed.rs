@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use crate::{
     clock::Time,
     id::IdGenerator,
-    record::TokenRecord,
+    record::{Scopes, TokenRecord},
     store::{Change, SledOptions, SledStore, Store, StoreError},
     token::Secret,
 };
@@ -26,6 +26,7 @@ pub struct Seeded {
 pub fn tokens(n: usize, keep_every: usize, now: Time) -> Seeded {
     let ids = IdGenerator::default();
     let mut secrets = Vec::with_capacity(n / keep_every.max(1) + 1);
+    let scopes: Scopes = ["orders:read".to_string(), "orders:write".to_string()].into_iter().collect();
     let records = (0..n)
         .map(|i| {
             let secret = Secret::generate("tk");
@@ -33,16 +34,16 @@ pub fn tokens(n: usize, keep_every: usize, now: Time) -> Seeded {
             let record = TokenRecord {
                 id: ids.next(now),
                 hash: secret.hash(),
-                hint: secret.hint(),
-                name: format!("token-{i}"),
-                owner: format!("team-{}", i % 1000),
-                scopes: vec!["orders:read".into(), "orders:write".into()],
-                labels: [("env".to_string(), "prod".to_string())].into(),
+                hint: secret.hint().into(),
+                name: format!("token-{i}").into(),
+                owner: format!("team-{}", i % 1000).into(),
+                scopes: scopes.clone(),
+                labels: [("env".to_string(), "prod".to_string())].into_iter().collect(),
                 create_time: now,
                 ttl: Some(ttl),
                 expire_time: Some(now.saturating_add(ttl)),
                 revoke_time: None,
-                revoke_reason: String::new(),
+                revoke_reason: "".into(),
                 rotated_from: None,
                 rotated_to: None,
             };
@@ -65,10 +66,10 @@ pub fn store(dir: &Path, n: usize, keep_every: usize, now: Time) -> Result<Vec<S
     let mut admin_record = seeded.records[0].clone();
     admin_record.id = IdGenerator::starting_after(seeded.records.last().map(|r| r.id)).next(now);
     admin_record.hash = admin.hash();
-    admin_record.hint = admin.hint();
+    admin_record.hint = admin.hint().into();
     admin_record.name = "bench-admin".into();
     admin_record.owner = "tokend".into();
-    admin_record.scopes = vec![crate::record::ADMIN_SCOPE.into()];
+    admin_record.scopes = [crate::record::ADMIN_SCOPE.to_string()].into_iter().collect();
     seeded.records.push(admin_record);
     for chunk in seeded.records.chunks(10_000) {
         let changes: Vec<Change> = chunk.iter().cloned().map(Change::Put).collect();

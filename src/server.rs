@@ -115,18 +115,18 @@ impl Tokend {
         let (dir, options) =
             (config.data_dir.clone(), SledOptions { cache_bytes: config.store_cache_bytes, fsync: config.fsync });
         // sled is blocking: open and read it off the async workers.
-        let (store, snapshot, index) = tokio::task::spawn_blocking(move || {
+        let (store, bootstrapped, index) = tokio::task::spawn_blocking(move || {
             let store = SledStore::open(&dir, &options)?;
-            let mut snapshot = store.load().map_err(|e| match e {
-                StoreError::Corrupt { key, message } => StoreError::Open {
-                    path: dir.clone(),
-                    message: format!("corrupt token record under key {key}: {message}"),
-                },
-                other => other,
-            })?;
-            let records = std::mem::take(&mut snapshot.records);
-            let index = Index::load(records, &snapshot.last_used);
-            Ok::<_, StoreError>((store, snapshot, index))
+            let index = Index::default();
+            let bootstrapped =
+                store.load(&mut |record, used| index.insert_loaded(record, used)).map_err(|e| match e {
+                    StoreError::Corrupt { key, message } => StoreError::Open {
+                        path: dir.clone(),
+                        message: format!("corrupt token record under key {key}: {message}"),
+                    },
+                    other => other,
+                })?;
+            Ok::<_, StoreError>((store, bootstrapped, index))
         })
         .await
         .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))??;
@@ -142,8 +142,8 @@ impl Tokend {
                 max_tokens_per_owner: config.max_tokens_per_owner,
             },
         ));
-        let bootstrap = registry.bootstrap(snapshot.bootstrapped, config.bootstrap_token.clone()).await?;
-        if !snapshot.bootstrapped {
+        let bootstrap = registry.bootstrap(bootstrapped, config.bootstrap_token.clone()).await?;
+        if !bootstrapped {
             tracing::info!(generated = bootstrap.is_some(), "bootstrap admin token created");
         }
         let verifier = Arc::new(Verifier::new(index, config.clock.clone()));

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::error::Error;
+use crate::{error::Error, record::Labels};
 
 /// Longest name or owner, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -34,7 +34,7 @@ pub struct TokenSpec {
     /// Scopes, deduplicated, in the order given.
     pub scopes: Vec<String>,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Time to live; `None` = never expires.
     pub ttl: Option<Duration>,
 }
@@ -70,7 +70,8 @@ impl TokenSpec {
             check_text(&field, key, 1, MAX_LABEL_KEY_BYTES)?;
             check_text(&field, value, 0, MAX_LABEL_VALUE_BYTES)?;
         }
-        Ok(TokenSpec { name, owner, scopes: unique, labels, ttl: check_duration("ttl", ttl)? })
+        let ttl = check_duration("ttl", ttl)?;
+        Ok(TokenSpec { name, owner, scopes: unique, labels: labels.into_iter().collect(), ttl })
     }
 }
 

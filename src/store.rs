@@ -34,17 +34,6 @@ pub enum Change {
     Bootstrapped,
 }
 
-/// Everything a store holds, read at start-up.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Every token record, in id order.
-    pub records: Vec<TokenRecord>,
-    /// Persisted last-used times.
-    pub last_used: HashMap<TokenId, Time>,
-    /// Whether the first admin token was ever created.
-    pub bootstrapped: bool,
-}
-
 /// Why the store failed. Messages name paths and keys, never secrets (the
 /// store holds none).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,8 +61,11 @@ impl From<sled::Error> for StoreError {
 
 /// A durable home for the token set.
 pub trait Store: Send + Sync + 'static {
-    /// Reads everything (start-up; blocking).
-    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Reads everything (start-up; blocking): calls `each` with every record,
+    /// in id order, and its persisted last-used time, streaming rather than
+    /// collecting a million records first. Returns whether the first admin
+    /// token was ever created.
+    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
     /// Applies `changes` atomically: after a crash, all or none are present.
     /// Not yet durable; see [`Store::flush`].
     fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
@@ -142,41 +134,43 @@ fn describe_sled_open_error(e: sled::Error) -> String {
 }
 
 impl Store for SledStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        let mut snapshot =
-            Snapshot { bootstrapped: self.meta.get(META_BOOTSTRAPPED)?.is_some(), ..Snapshot::default() };
-        for item in self.tokens.iter() {
-            let (key, value) = item?;
-            snapshot.records.push(decode(&key, &value)?);
-        }
+    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+        let mut last_used = HashMap::new();
         for item in self.last_used.iter() {
             let (key, value) = item?;
             let corrupt = || StoreError::Corrupt { key: hex(&key), message: "bad last-used entry".into() };
             let id = TokenId::from_bytes(key.as_ref().try_into().map_err(|_| corrupt())?).map_err(|_| corrupt())?;
             let nanos = i64::from_be_bytes(value.as_ref().try_into().map_err(|_| corrupt())?);
-            snapshot.last_used.insert(id, Time(nanos));
+            last_used.insert(id, Time(nanos));
         }
-        Ok(snapshot)
+        for item in self.tokens.iter() {
+            let (key, value) = item?;
+            let record = decode(&key, &value)?;
+            let used = last_used.remove(&record.id);
+            each(record, used);
+        }
+        Ok(self.meta.get(META_BOOTSTRAPPED)?.is_some())
     }
 
     fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut bootstrapped = false;
+        for change in changes {
+            match change {
+                Change::Put(r) => batch.insert(&r.id.to_bytes()[..], encode(r)),
+                Change::Bootstrapped => bootstrapped = true,
+            }
+        }
+        if !bootstrapped {
+            // One tree: a batch is atomic and much cheaper than a transaction.
+            return Ok(self.tokens.apply_batch(batch)?);
+        }
+        // The bootstrap token and its marker land together or not at all.
         use sled::Transactional;
-        let encoded: Vec<([u8; 16], Vec<u8>)> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Put(r) => Some((r.id.to_bytes(), encode(r))),
-                Change::Bootstrapped => None,
-            })
-            .collect();
-        let bootstrapped = changes.iter().any(|c| matches!(c, Change::Bootstrapped));
         (&self.tokens, &self.meta)
             .transaction(|(tokens, meta)| {
-                for (key, value) in &encoded {
-                    tokens.insert(&key[..], value.as_slice())?;
-                }
-                if bootstrapped {
-                    meta.insert(META_BOOTSTRAPPED, &[1u8][..])?;
-                }
+                tokens.apply_batch(&batch)?;
+                meta.insert(META_BOOTSTRAPPED, &[1u8][..])?;
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<()>| StoreError::Io(format!("{e:?}")))
@@ -237,16 +231,16 @@ fn encode(r: &TokenRecord) -> Vec<u8> {
     StoredToken {
         id: r.id.to_bytes().to_vec(),
         hash: r.hash.0.to_vec(),
-        hint: r.hint.clone(),
-        name: r.name.clone(),
-        owner: r.owner.clone(),
-        scopes: r.scopes.clone(),
-        labels: r.labels.clone(),
+        hint: r.hint.to_string(),
+        name: r.name.to_string(),
+        owner: r.owner.to_string(),
+        scopes: r.scopes.to_vec(),
+        labels: r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         create_time: r.create_time.0,
         ttl_nanos: r.ttl.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         expire_time: r.expire_time.map(|t| t.0),
         revoke_time: r.revoke_time.map(|t| t.0),
-        revoke_reason: r.revoke_reason.clone(),
+        revoke_reason: r.revoke_reason.to_string(),
         rotated_from: r.rotated_from.map(|id| id.to_bytes().to_vec()),
         rotated_to: r.rotated_to.map(|id| id.to_bytes().to_vec()),
     }
@@ -266,16 +260,16 @@ fn decode(key: &[u8], value: &[u8]) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id,
         hash: TokenHash(s.hash.as_slice().try_into().map_err(|_| corrupt("bad hash"))?),
-        hint: s.hint,
-        name: s.name,
-        owner: s.owner,
-        scopes: s.scopes,
-        labels: s.labels,
+        hint: s.hint.into(),
+        name: s.name.into(),
+        owner: s.owner.into(),
+        scopes: s.scopes.into_iter().collect(),
+        labels: s.labels.into_iter().collect(),
         create_time: Time(s.create_time),
         ttl: s.ttl_nanos.map(Duration::from_nanos),
         expire_time: s.expire_time.map(Time),
         revoke_time: s.revoke_time.map(Time),
-        revoke_reason: s.revoke_reason,
+        revoke_reason: s.revoke_reason.into(),
         rotated_from: s.rotated_from.as_deref().map(id_of).transpose()?,
         rotated_to: s.rotated_to.as_deref().map(id_of).transpose()?,
     })
@@ -299,16 +293,16 @@ mod tests {
         TokenRecord {
             id: ids.next(Time(1_700_000_000_000_000_000)),
             hash: s.hash(),
-            hint: s.hint(),
+            hint: s.hint().into(),
             name: "ci".into(),
             owner: "team-a".into(),
-            scopes: vec!["a:read".into(), "b".into()],
-            labels: [("env".to_string(), "prod".to_string())].into(),
+            scopes: ["a:read".to_string(), "b".to_string()].into_iter().collect(),
+            labels: [("env".to_string(), "prod".to_string())].into_iter().collect(),
             create_time: Time(1_700_000_000_000_000_000),
             ttl: Some(Duration::from_secs(3600)),
             expire_time: Some(Time(1_700_003_600_000_000_000)),
             revoke_time: None,
-            revoke_reason: String::new(),
+            revoke_reason: "".into(),
             rotated_from: Some(ids.next(Time(0))),
             rotated_to: None,
         }
@@ -330,8 +324,9 @@ mod tests {
         let mut r = record(&ids);
         {
             let store = SledStore::open(dir.path(), &options()).unwrap();
-            let loaded = store.load().unwrap();
-            assert!(loaded.records.is_empty() && !loaded.bootstrapped);
+            let mut n = 0;
+            assert!(!store.load(&mut |_, _| n += 1).unwrap());
+            assert_eq!(n, 0);
             store.apply(&[Change::Put(r.clone()), Change::Bootstrapped]).unwrap();
             r.revoke_time = Some(Time(5));
             store.apply(&[Change::Put(r.clone())]).unwrap();
@@ -339,10 +334,9 @@ mod tests {
             store.flush().unwrap();
         }
         let store = SledStore::open(dir.path(), &options()).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(loaded.records, vec![r.clone()]);
-        assert!(loaded.bootstrapped);
-        assert_eq!(loaded.last_used.get(&r.id), Some(&Time(42)));
+        let mut loaded = Vec::new();
+        assert!(store.load(&mut |record, used| loaded.push((record, used))).unwrap(), "bootstrapped");
+        assert_eq!(loaded, vec![(r.clone(), Some(Time(42)))]);
     }
 
     #[test]

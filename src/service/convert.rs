@@ -51,17 +51,17 @@ pub fn token(entry: &Entry, now: Time) -> pb::Token {
     let r = &entry.record;
     pb::Token {
         id: r.id.to_string(),
-        name: r.name.clone(),
-        owner: r.owner.clone(),
-        scopes: r.scopes.clone(),
-        labels: r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        name: r.name.to_string(),
+        owner: r.owner.to_string(),
+        scopes: r.scopes.to_vec(),
+        labels: r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         status: token_status(r.status_at(now)).into(),
-        hint: r.hint.clone(),
+        hint: r.hint.to_string(),
         create_time: Some(timestamp(r.create_time)),
         expire_time: r.expire_time.map(timestamp),
         last_used_time: entry.last_used().map(timestamp),
         revoke_time: r.revoke_time.map(timestamp),
-        revoke_reason: r.revoke_reason.clone(),
+        revoke_reason: r.revoke_reason.to_string(),
         rotated_from: r.rotated_from.map(|id| id.to_string()).unwrap_or_default(),
         rotated_to: r.rotated_to.map(|id| id.to_string()).unwrap_or_default(),
     }

@@ -42,9 +42,9 @@ impl VerifyService for VerifyApi {
             let r = &entry.record;
             response.token_id = r.id.to_string();
             if response.valid {
-                response.owner.clone_from(&r.owner);
-                response.scopes.clone_from(&r.scopes);
-                response.labels = r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                response.owner = r.owner.to_string();
+                response.scopes = r.scopes.to_vec();
+                response.labels = r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
                 response.expire_time = r.expire_time.map(convert::timestamp);
             }
         }
