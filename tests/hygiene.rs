@@ -16,7 +16,7 @@ use tokend::{
     token::{BODY_LEN, Secret},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+use common::process::BIN;
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -1,0 +1,238 @@
+//! Crash safety: the real binary is killed with SIGKILL while several clients
+//! issue, revoke and rotate; after each restart every acknowledged write
+//! must be there exactly as acknowledged, nothing may be half-applied, and
+//! the in-memory index must agree with the store.
+//!
+//! CI runs `TOKEND_CRASH_CYCLES` cycles (default 20). The soak:
+//! `TOKEND_CRASH_CYCLES=500 cargo test --release --test crash -- --nocapture`.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{process::Process, *};
+use tokend::{
+    pb::{self, TokenStatus, VerifyResult, token_service_client::TokenServiceClient},
+    token::Secret,
+};
+use tonic::transport::Channel;
+
+/// What the clients know about a token, from acknowledged answers only.
+#[derive(Clone, Debug)]
+struct Known {
+    secret: String,
+    revoked: Outcome,
+    /// Acknowledged rotation: the successor's id.
+    rotated_to: Option<String>,
+    /// A rotation was attempted without an answer: do not rotate again.
+    rotation_unknown: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    No,
+    Yes,
+    /// Sent, but the answer was lost in the crash.
+    Maybe,
+}
+
+#[derive(Default)]
+struct Model {
+    tokens: HashMap<String, Known>,
+    acked: usize,
+}
+
+/// xorshift: a dependency-free, seedable choice of operations and timings.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn pick(model: &Model, rng: &mut Rng) -> Option<String> {
+    let candidates: Vec<&String> = model
+        .tokens
+        .iter()
+        .filter(|(_, k)| k.revoked == Outcome::No && k.rotated_to.is_none() && !k.rotation_unknown)
+        .map(|(id, _)| id)
+        .collect();
+    (!candidates.is_empty()).then(|| candidates[rng.below(candidates.len() as u64) as usize].clone())
+}
+
+async fn client(channel: Channel, admin: String, model: Arc<Mutex<Model>>, stop: Arc<AtomicBool>, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let mut c = TokenServiceClient::with_interceptor(channel, Bearer(admin));
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) && n < 100_000 {
+        n += 1;
+        let roll = rng.below(10);
+        let target = pick(&model.lock().unwrap(), &mut rng);
+        match (roll, target) {
+            (0..=5, _) | (_, None) => {
+                if let Ok(r) = c.issue(issue_request(&format!("c{seed}-{n}"), &format!("o{}", n % 7), &["s"])).await {
+                    let r = r.into_inner();
+                    let mut m = model.lock().unwrap();
+                    m.acked += 1;
+                    let known =
+                        Known { secret: r.secret, revoked: Outcome::No, rotated_to: None, rotation_unknown: false };
+                    m.tokens.insert(r.token.unwrap().id, known);
+                }
+            }
+            (6..=7, Some(id)) => {
+                model.lock().unwrap().tokens.get_mut(&id).unwrap().revoked = Outcome::Maybe;
+                if c.revoke(pb::RevokeRequest { id: id.clone(), reason: "crash test".into() }).await.is_ok() {
+                    let mut m = model.lock().unwrap();
+                    m.acked += 1;
+                    m.tokens.get_mut(&id).unwrap().revoked = Outcome::Yes;
+                }
+            }
+            (_, Some(id)) => {
+                // Half with a long grace (old stays valid), half with none (old revoked).
+                let grace = if rng.below(2) == 0 { 3600 } else { 0 };
+                {
+                    let mut m = model.lock().unwrap();
+                    let k = m.tokens.get_mut(&id).unwrap();
+                    k.rotation_unknown = true;
+                    if grace == 0 {
+                        k.revoked = Outcome::Maybe;
+                    }
+                }
+                let req = pb::RotateRequest { id: id.clone(), grace_period: Some(secs(grace)) };
+                if let Ok(r) = c.rotate(req).await {
+                    let r = r.into_inner();
+                    let new_id = r.token.unwrap().id;
+                    let mut m = model.lock().unwrap();
+                    m.acked += 1;
+                    let k = m.tokens.get_mut(&id).unwrap();
+                    k.rotated_to = Some(new_id.clone());
+                    k.rotation_unknown = false;
+                    if grace == 0 {
+                        k.revoked = Outcome::Yes;
+                    }
+                    let known =
+                        Known { secret: r.secret, revoked: Outcome::No, rotated_to: None, rotation_unknown: false };
+                    m.tokens.insert(new_id, known);
+                }
+            }
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+/// Checks every acknowledged fact and the consistency of what is stored.
+async fn check(addr: &str, admin: &str, model: &HashMap<String, Known>, cycle: usize) {
+    let channel = connect(addr).await;
+    let mut c = TokenServiceClient::with_interceptor(channel.clone(), Bearer(admin.to_owned()));
+    let mut v = tokend::pb::verify_service_client::VerifyServiceClient::new(channel);
+
+    let mut listed = HashMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list(pb::ListRequest { page_size: 1000, page_token: page_token.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.tokens.into_iter().map(|t| (t.id.clone(), t)));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    // Rotations are never half-applied: each half names the other.
+    for t in listed.values() {
+        if !t.rotated_to.is_empty() {
+            let next =
+                listed.get(&t.rotated_to).unwrap_or_else(|| panic!("cycle {cycle}: successor of {} missing", t.id));
+            assert_eq!(next.rotated_from, t.id, "cycle {cycle}: rotation half-applied");
+        }
+        if !t.rotated_from.is_empty() {
+            let prev = &listed[&t.rotated_from];
+            assert_eq!(prev.rotated_to, t.id, "cycle {cycle}: rotation half-applied");
+        }
+    }
+    for (id, known) in model {
+        let t = listed.get(id).unwrap_or_else(|| panic!("cycle {cycle}: acknowledged token {id} lost"));
+        let r = verify(&mut v, &known.secret, &[]).await;
+        let result = result(&r);
+        // The index (Verify) and the store (List, rebuilt from it) agree.
+        match status(t) {
+            TokenStatus::Active => assert_eq!(result, VerifyResult::Ok, "cycle {cycle}: {id} listed active"),
+            TokenStatus::Revoked => assert_eq!(result, VerifyResult::Revoked, "cycle {cycle}: {id} listed revoked"),
+            other => panic!("cycle {cycle}: unexpected status {other:?}"),
+        }
+        match known.revoked {
+            Outcome::No => assert_eq!(result, VerifyResult::Ok, "cycle {cycle}: {id} must verify"),
+            Outcome::Yes => {
+                assert_eq!(result, VerifyResult::Revoked, "cycle {cycle}: acknowledged revoke of {id} lost")
+            }
+            Outcome::Maybe => assert!(matches!(result, VerifyResult::Ok | VerifyResult::Revoked)),
+        }
+        if let Some(next) = &known.rotated_to {
+            assert_eq!(&t.rotated_to, next, "cycle {cycle}: acknowledged rotation of {id} lost");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let cycles: usize = std::env::var("TOKEND_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Secret::generate("tk").expose().to_owned();
+    let model = Arc::new(Mutex::new(Model::default()));
+    let mut rng = Rng(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let mut server = Process::serve_with_env(dir.path(), &[], &[("TOKEND_BOOTSTRAP_TOKEN", &admin)]);
+        let addr = server.addr();
+        let snapshot = model.lock().unwrap().tokens.clone();
+        check(&addr, &admin, &snapshot, cycle).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let channel = connect(&addr).await;
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let seed = rng.next() ^ i;
+                tokio::spawn(client(channel.clone(), admin.clone(), model.clone(), stop.clone(), seed))
+            })
+            .collect();
+        // Kill while the clients are mid-flight, at a random moment.
+        tokio::time::sleep(Duration::from_millis(30 + rng.below(200))).await;
+        tokio::task::spawn_blocking(move || server.kill9()).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            tokio::time::timeout(Duration::from_secs(30), c).await.expect("clients stop").unwrap();
+        }
+    }
+    let mut server = Process::serve_with_env(dir.path(), &[], &[("TOKEND_BOOTSTRAP_TOKEN", &admin)]);
+    let addr = server.addr();
+    let snapshot = model.lock().unwrap().tokens.clone();
+    check(&addr, &admin, &snapshot, cycles).await;
+    let model = model.lock().unwrap();
+    eprintln!(
+        "{cycles} SIGKILL cycles, {} acknowledged writes, {} tokens checked, in {:.1?}",
+        model.acked,
+        model.tokens.len(),
+        started.elapsed()
+    );
+    assert!(model.acked > cycles, "the clients wrote during the cycles");
+    drop(model);
+    assert!(server.terminate().success());
+}
