@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use crate::{
-    server::Config,
+    server::{Config, TlsFiles},
     telemetry::LogFormat,
     token::{self, Secret},
 };
@@ -64,6 +64,18 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_MAX_REQUEST_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=4 * 1024 * 1024))]
     pub max_request_bytes: u32,
 
+    /// PEM certificate chain: serve TLS (needs --tls-key).
+    #[arg(long, env = "TOKEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TOKEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate: require client certificates signed by it (mTLS).
+    #[arg(long, env = "TOKEND_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -100,6 +112,10 @@ impl ServeArgs {
         config.shutdown_grace = self.shutdown_grace;
         config.bootstrap_token = bootstrap_token;
         config.max_request_bytes = self.max_request_bytes as usize;
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: self.tls_client_ca }),
+            _ => None,
+        };
         Ok(config)
     }
 }

@@ -46,6 +46,42 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Source of "now" (manual in tests).
     pub clock: Clock,
+    /// Serve TLS (and, with a client CA, require client certificates).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// CA whose certificates clients must present (mTLS); `None` = no client
+    /// certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files into tonic's TLS configuration, naming the file that
+    /// could not be read.
+    fn load(&self) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| StartError::Config(format!("{flag} {}: {e}", path.display())))
+        };
+        let identity =
+            tonic::transport::Identity::from_pem(read("--tls-cert", &self.cert)?, read("--tls-key", &self.key)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read("--tls-client-ca", ca)?));
+        }
+        // tonic parses the PEM only when the config is applied: apply it once
+        // now so a bad certificate or key stops start-up, not serving.
+        tonic::transport::Server::builder().tls_config(tls.clone()).map_err(|e| {
+            StartError::Config(format!("--tls-cert {} / --tls-key {}: {e}", self.cert.display(), self.key.display()))
+        })?;
+        Ok(tls)
+    }
 }
 
 impl Config {
@@ -62,6 +98,7 @@ impl Config {
             bootstrap_token: None,
             max_request_bytes: 64 << 10,
             clock: Clock::System,
+            tls: None,
         }
     }
 }
@@ -97,6 +134,7 @@ pub enum ServeError {
 /// An opened tokend, ready to serve.
 pub struct Tokend {
     config: Config,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     registry: Arc<Registry>,
     verifier: Arc<Verifier>,
     bootstrap: Option<Created>,
@@ -112,6 +150,7 @@ impl Tokend {
                 config.token_prefix
             ))
         })?;
+        let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
         let (dir, options) =
             (config.data_dir.clone(), SledOptions { cache_bytes: config.store_cache_bytes, fsync: config.fsync });
         // sled is blocking: open and read it off the async workers.
@@ -147,7 +186,7 @@ impl Tokend {
             tracing::info!(generated = bootstrap.is_some(), "bootstrap admin token created");
         }
         let verifier = Arc::new(Verifier::new(index, config.clock.clone()));
-        Ok(Tokend { config, registry, verifier, bootstrap })
+        Ok(Tokend { config, tls, registry, verifier, bootstrap })
     }
 
     /// The admin token generated at bootstrap, if this start generated one.
@@ -169,7 +208,7 @@ impl Tokend {
     /// Serves gRPC on `listener` until `shutdown` resolves, then shuts down
     /// gracefully.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Tokend { config, registry, verifier, .. } = self;
+        let Tokend { config, tls, registry, verifier, .. } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -195,7 +234,11 @@ impl Tokend {
         let local = listener.local_addr().ok();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -205,7 +248,7 @@ impl Tokend {
                 let _ = stop_rx.await;
             });
         tokio::pin!(server);
-        tracing::info!(addr = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()), "serving");
+        tracing::info!(addr = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()), tls = config.tls.is_some(), "serving");
 
         let served = tokio::select! {
             result = &mut server => result,
