@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure Verify against Health/Check, durable writes and start-up on
     /// a throwaway store of synthetic tokens.
     Bench(tokend::loadgen::BenchArgs),
