@@ -122,7 +122,7 @@ fn startup(dir: &Path) -> Result<(), BoxError> {
     for line in BufReader::new(stderr).lines() {
         let line = line?;
         if let Some(rest) = line.split(" serving addr=").nth(1) {
-            addr = Some(rest.trim().parse::<SocketAddr>()?);
+            addr = Some(rest.split_whitespace().next().unwrap_or_default().parse::<SocketAddr>()?);
             break;
         }
     }
