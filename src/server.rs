@@ -234,7 +234,8 @@ impl Tokend {
         let local = listener.local_addr().ok();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
+        let oversize = oversize_is_invalid_argument(config.max_request_bytes);
+        let mut builder = tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(oversize));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
@@ -275,6 +276,27 @@ impl Tokend {
         closed?;
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+}
+
+/// tonic refuses a request over `--max-request-bytes` with OUT_OF_RANGE
+/// before any handler runs; tokend's contract answers bad input with
+/// INVALID_ARGUMENT. tokend's own handlers never answer OUT_OF_RANGE, so
+/// every such answer is that refusal, and is rewritten (trailers-only
+/// responses carry the status in their headers).
+fn oversize_is_invalid_argument(
+    limit: usize,
+) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+    // grpc-message is percent-encoded.
+    let message = format!("request%20message%20is%20larger%20than%20{limit}%20bytes%20(--max-request-bytes)");
+    let message = http::HeaderValue::from_str(&message).expect("ASCII header value");
+    move |mut response| {
+        let headers = response.headers_mut();
+        if headers.get("grpc-status").is_some_and(|v| v == "11") {
+            headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+            headers.insert("grpc-message", message.clone());
+        }
+        response
     }
 }
 
