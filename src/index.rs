@@ -340,23 +340,7 @@ mod tests {
     use crate::{id::IdGenerator, token::Secret};
 
     fn record(ids: &IdGenerator, owner: &str) -> TokenRecord {
-        let secret = Secret::generate("tk");
-        TokenRecord {
-            id: ids.next(Time(1_000_000_000)),
-            hash: secret.hash(),
-            hint: secret.hint().into(),
-            name: "n".into(),
-            owner: owner.into(),
-            scopes: Default::default(),
-            labels: Default::default(),
-            create_time: Time(0),
-            ttl: None,
-            expire_time: None,
-            revoke_time: None,
-            revoke_reason: "".into(),
-            rotated_from: None,
-            rotated_to: None,
-        }
+        crate::record::sample(ids.next(Time(1_000_000_000)), &Secret::generate("tk"), owner)
     }
 
     #[test]

@@ -270,6 +270,14 @@ async fn block(call: &Call, in_flight: usize, length: Duration) -> Result<Sample
             })
         })
         .collect();
+    gather(tasks, started).await
+}
+
+/// Waits for measuring tasks and merges their latencies into one sample.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<u64>, tonic::Status>>>,
+    started: Instant,
+) -> Result<Sample, BoxError> {
     let mut sample = Sample::default();
     for t in tasks {
         sample.latencies.extend(t.await??);
@@ -430,11 +438,7 @@ async fn writes(
                     })
                 })
                 .collect();
-            let mut sample = Sample::default();
-            for t in tasks {
-                sample.latencies.extend(t.await??);
-            }
-            sample.elapsed = started.elapsed();
+            let mut sample = gather(tasks, started).await?;
             let flushes = registry.committer().flushes() - flushes_before;
             let per_100 = flushes as f64 * 100.0 / sample.latencies.len().max(1) as f64;
             let label = format!("{} × {clients}", if revoke { "Revoke" } else { "Issue" });

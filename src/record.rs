@@ -169,28 +169,36 @@ impl FromIterator<(String, String)> for Labels {
     }
 }
 
+/// A plain active token record for unit tests.
+#[cfg(test)]
+pub(crate) fn sample(id: TokenId, secret: &crate::token::Secret, owner: &str) -> TokenRecord {
+    TokenRecord {
+        id,
+        hash: secret.hash(),
+        hint: secret.hint().into(),
+        name: "n".into(),
+        owner: owner.into(),
+        scopes: Scopes::default(),
+        labels: Labels::default(),
+        create_time: Time(0),
+        ttl: None,
+        expire_time: None,
+        revoke_time: None,
+        revoke_reason: "".into(),
+        rotated_from: None,
+        rotated_to: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::IdGenerator;
 
     fn record() -> TokenRecord {
-        TokenRecord {
-            id: IdGenerator::default().next(Time(0)),
-            hash: TokenHash([0; 32]),
-            hint: "".into(),
-            name: "n".into(),
-            owner: "o".into(),
-            scopes: ["a".to_string(), "b".to_string()].into_iter().collect(),
-            labels: Labels::default(),
-            create_time: Time(0),
-            ttl: None,
-            expire_time: None,
-            revoke_time: None,
-            revoke_reason: "".into(),
-            rotated_from: None,
-            rotated_to: None,
-        }
+        let mut r = sample(IdGenerator::default().next(Time(0)), &crate::token::Secret::generate("tk"), "o");
+        r.scopes = ["a".to_string(), "b".to_string()].into_iter().collect();
+        r
     }
 
     #[test]

@@ -104,14 +104,25 @@ impl SledStore {
     pub fn open(dir: &Path, options: &SledOptions) -> Result<SledStore, StoreError> {
         let open_err = |message: String| StoreError::Open { path: dir.to_path_buf(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
             // Our own committer flushes for every write batch; sled's background
             // flusher would only add a second writer of the same pages.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_err(describe_sled_open_error(e)))?;
+            .flush_every_ms(None);
+        // sled's file lock outlives a closed `Db` for a moment while its
+        // background tasks finish (a restart within one process, as in tests):
+        // retry briefly before calling the directory locked.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_err(describe_sled_open_error(e))),
+            }
+        };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
         let (tokens, last_used, meta) = (tree("tokens")?, tree("last_used")?, tree("meta")?);
         let mut sync_files = Vec::new();
@@ -124,9 +135,13 @@ impl SledStore {
     }
 }
 
+fn is_lock_error(e: &sled::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
 fn describe_sled_open_error(e: sled::Error) -> String {
     let text = e.to_string();
-    if text.contains("could not acquire lock") {
+    if is_lock_error(&e) {
         "the data directory is locked by another running process (is another tokend using it?)".to_owned()
     } else {
         text
