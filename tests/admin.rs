@@ -15,8 +15,7 @@ fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Co
 }
 
 async fn count_tokens(admin: &mut AdminClient) -> usize {
-    let req = pb::ListRequest { page_size: 1000, ..Default::default() };
-    admin.list(req).await.unwrap().into_inner().tokens.len()
+    list_all(admin, pb::ListRequest::default()).await.len()
 }
 
 #[tokio::test]

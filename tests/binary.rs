@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use common::{process::Process, *};
 use tokend::{pb, token::Secret};
@@ -127,4 +127,35 @@ fn token_generate_prints_a_well_formed_token() {
     }
     let out = Command::new(BIN).args(["token", "generate", "--prefix", "Bad"]).output().unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_used_times_are_persisted_on_the_interval_not_only_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = Secret::generate("tk");
+    let env = [("TOKEND_BOOTSTRAP_TOKEN", admin_token.expose())];
+    let mut p = Process::serve_with_env(dir.path(), &["--last-used-flush-interval", "100ms"], &env);
+    let addr = p.addr();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin = pb::token_service_client::TokenServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer(admin_token.expose().into()),
+    );
+    let issued = admin.issue(issue_request("used", "o", &[])).await.unwrap().into_inner();
+    let mut v = pb::verify_service_client::VerifyServiceClient::new(channel);
+    assert!(verify(&mut v, &issued.secret, &[]).await.valid);
+    tokio::time::sleep(Duration::from_millis(600)).await; // several persistence passes
+    drop((admin, v));
+    // No graceful shutdown: only the interval could have written it.
+    tokio::task::spawn_blocking(move || p.kill9()).await.unwrap();
+
+    let mut p = Process::serve_with_env(dir.path(), &[], &env);
+    let addr = p.addr();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin =
+        pb::token_service_client::TokenServiceClient::with_interceptor(channel, Bearer(admin_token.expose().into()));
+    let got = admin.get(pb::GetRequest { id: issued.token.unwrap().id }).await.unwrap().into_inner().token.unwrap();
+    assert!(got.last_used_time.is_some(), "last-used time lost although persisted on the interval");
+    drop(admin);
+    assert!(p.terminate().success());
 }

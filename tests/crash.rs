@@ -142,20 +142,8 @@ async fn check(addr: &str, admin: &str, model: &HashMap<String, Known>, cycle: u
     let mut c = TokenServiceClient::with_interceptor(channel.clone(), Bearer(admin.to_owned()));
     let mut v = tokend::pb::verify_service_client::VerifyServiceClient::new(channel);
 
-    let mut listed = HashMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = c
-            .list(pb::ListRequest { page_size: 1000, page_token: page_token.clone(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        listed.extend(page.tokens.into_iter().map(|t| (t.id.clone(), t)));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let listed: HashMap<String, pb::Token> =
+        list_all(&mut c, pb::ListRequest::default()).await.into_iter().map(|t| (t.id.clone(), t)).collect();
     // Rotations are never half-applied: each half names the other.
     for t in listed.values() {
         if !t.rotated_to.is_empty() {

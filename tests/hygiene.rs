@@ -4,19 +4,13 @@
 
 mod common;
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::*;
+use common::{process::Process, *};
 use tokend::{
     pb::{self, token_service_client::TokenServiceClient, verify_service_client::VerifyServiceClient},
     token::{BODY_LEN, Secret},
 };
-
-use common::process::BIN;
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -37,35 +31,14 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 async fn no_secret_reaches_a_log_line_or_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let bootstrap = Secret::generate("tk");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json", "--data-dir"])
-        .arg(&data)
-        .args(["--last-used-flush-interval", "100ms"])
-        .env("RUST_LOG", "trace")
-        .env("TOKEND_BOOTSTRAP_TOKEN", bootstrap.expose())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        stderr.read_to_end(&mut all).unwrap();
-        all
-    });
-
-    let url = format!("http://127.0.0.1:{port}");
-    let channel = loop {
-        if let Ok(c) = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut server = Process::serve_with_env(
+        &data,
+        &["--log-format", "json", "--last-used-flush-interval", "100ms"],
+        &[("RUST_LOG", "trace"), ("TOKEND_BOOTSTRAP_TOKEN", bootstrap.expose())],
+    );
+    let addr = server.addr();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut admin = TokenServiceClient::with_interceptor(channel.clone(), Bearer(bootstrap.expose().to_owned()));
     let mut v = VerifyServiceClient::new(channel.clone());
     let mut secrets = vec![bootstrap.expose().to_owned()];
@@ -75,6 +48,7 @@ async fn no_secret_reaches_a_log_line_or_the_data_dir() {
     let issued = admin.issue(req).await.unwrap().into_inner();
     secrets.push(issued.secret.clone());
     let id = issued.token.unwrap().id;
+    let issued_id = id.clone();
     assert!(verify(&mut v, &issued.secret, &["a"]).await.valid);
     assert!(!verify(&mut v, &format!("Bearer {}", issued.secret), &["b"]).await.valid);
     // A typo'd secret is refused; it must not be logged either.
@@ -96,16 +70,25 @@ async fn no_secret_reaches_a_log_line_or_the_data_dir() {
     assert!(non_admin.list(pb::ListRequest::default()).await.is_err());
     let mut bad = TokenServiceClient::with_interceptor(channel.clone(), Bearer(typo.clone()));
     assert!(bad.list(pb::ListRequest::default()).await.is_err());
-    admin.list(pb::ListRequest::default()).await.unwrap();
+    let bootstrap_id =
+        list_all(&mut admin, pb::ListRequest { owner: "tokend".into(), ..Default::default() }).await[0].id.clone();
     tokio::time::sleep(Duration::from_millis(250)).await; // a last-used persistence pass
     drop((admin, v, non_admin, bad, channel));
 
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
-    assert!(child.wait().unwrap().success());
-    let log = log.join().unwrap();
+    assert!(server.terminate().success());
+    let log = server.log();
     assert!(log.len() > 10_000, "trace logging was on ({} bytes)", log.len());
-    assert!(contains(&log, "token issued"), "admin actions are logged");
+    assert!(log.lines().all(|l| l.starts_with('{') && l.ends_with('}')), "--log-format json: one object per line");
+    // One audit line per admin action, naming the token, its owner and the acting admin token.
+    let issue_line = log.lines().find(|l| l.contains("token issued")).expect("issue is logged");
+    for field in [issued_id.as_str(), "team", bootstrap_id.as_str()] {
+        assert!(issue_line.contains(field), "{field} missing from {issue_line}");
+    }
+    assert!(log.contains("token rotated") && log.contains("token revoked"));
+    // Refusals are logged with their reason (never the presented value: checked below).
+    assert!(log.lines().any(|l| l.contains("admin call refused") && l.contains("insufficient_scope")));
+    assert!(log.lines().any(|l| l.contains("admin call refused") && l.contains("malformed")));
+    let log = log.into_bytes();
 
     let mut stored = Vec::new();
     files_under(&data, &mut stored);

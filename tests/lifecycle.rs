@@ -153,3 +153,28 @@ async fn a_corrupt_data_dir_is_a_clear_start_error() {
     eprintln!("{err}");
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn tokens_issued_under_an_earlier_prefix_keep_verifying() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let old = issue(&mut admin, "old", "o", &[]).await;
+    assert!(old.secret.starts_with("tk_"));
+    let (clock, admin_token) = (server.clock.clone(), server.admin_token.clone());
+    let dir = server.stop().await;
+    let mut config = Config::new(dir.path());
+    config.clock = clock;
+    config.fsync = false;
+    config.token_prefix = "acme".into();
+    let server = TestServer::start_in(dir, config, admin_token).await;
+    let mut admin = server.admin().await;
+    let new = issue(&mut admin, "new", "o", &[]).await;
+    assert!(new.secret.starts_with("acme_"), "{}", &new.secret[..5]);
+    let mut v = server.verifier().await;
+    assert_eq!(result(&verify(&mut v, &old.secret, &[]).await), VerifyResult::Ok);
+    assert_eq!(result(&verify(&mut v, &new.secret, &[]).await), VerifyResult::Ok);
+    // Rotation issues the successor under the current prefix.
+    let id = old.token.unwrap().id;
+    let rotated = admin.rotate(pb::RotateRequest { id, grace_period: None }).await.unwrap().into_inner();
+    assert!(rotated.secret.starts_with("acme_"));
+}

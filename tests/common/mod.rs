@@ -140,6 +140,20 @@ pub async fn verify(client: &mut VerifyServiceClient<Channel>, token: &str, requ
         .into_inner()
 }
 
+/// Every token matching `filter`, following next_page_token to the end.
+pub async fn list_all(admin: &mut AdminClient, filter: pb::ListRequest) -> Vec<pb::Token> {
+    let mut tokens = Vec::new();
+    let mut request = pb::ListRequest { page_size: 1000, ..filter };
+    loop {
+        let page = admin.list(request.clone()).await.expect("list succeeds").into_inner();
+        tokens.extend(page.tokens);
+        if page.next_page_token.is_empty() {
+            return tokens;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
 pub fn result(r: &pb::VerifyResponse) -> pb::VerifyResult {
     pb::VerifyResult::try_from(r.result).unwrap()
 }

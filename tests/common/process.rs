@@ -60,9 +60,18 @@ impl Process {
         }
     }
 
+    /// The address from the "serving" log line, in text (`addr=…`) or JSON
+    /// (`"addr":"…"`) format.
     pub fn addr(&mut self) -> String {
-        let line = self.wait_for(" serving");
-        line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned()
+        let line = self.wait_for("serving");
+        let after = &line[line.find("addr").expect("serving line names its addr") + 4..];
+        let start = after.find(|c: char| c.is_ascii_digit() || c == '[').unwrap();
+        after[start..].chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect()
+    }
+
+    /// Everything written to stderr up to now (after `terminate`, all of it).
+    pub fn log(&self) -> String {
+        self.seen.join("\n")
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
