@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod commit;
 pub mod config;

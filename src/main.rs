@@ -23,6 +23,8 @@ enum Command {
     /// Offline token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
+    #[command(flatten)]
+    Client(tokend::cli::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -36,7 +38,12 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Client(command) = cli.command {
+        // The client has exit codes of its own (see `tokend::cli`).
+        return tokend::cli::run(command);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokend: {e:#}");
@@ -54,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token::Secret::generate(&prefix).expose());
             Ok(())
         }
+        Command::Client(_) => unreachable!("handled in main"),
         Command::Bench(args) => tokend::loadgen::run(&args).map_err(|e| anyhow::anyhow!(e)),
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);

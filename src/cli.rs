@@ -1,0 +1,489 @@
+//! The admin CLI: `tokend issue | list | get | revoke | rotate | verify`, a
+//! gRPC client on the same binary for people who would rather not type
+//! grpcurl JSON.
+//!
+//! The server comes from `--server` / `TOKEND_SERVER`, the admin token from
+//! `TOKEND_TOKEN` (or `--token-file`; never a flag, which would show in `ps`).
+//! Exit codes scripts can rely on: 0 success; 1 `verify` found the token
+//! invalid; 2 bad usage; 3 the server refused the call; 4 the server could
+//! not be reached.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::{
+    auth::BearerToken,
+    config::parse_duration,
+    pb::{self, token_service_client::TokenServiceClient, verify_service_client::VerifyServiceClient},
+};
+
+/// Where the server is and how to print answers; shared by every client
+/// subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// tokend's address (`http://` or `https://`).
+    #[arg(long, env = "TOKEND_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// PEM CA certificate to trust for an `https://` server.
+    #[arg(long, env = "TOKEND_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// File holding the admin token (default: the TOKEND_TOKEN variable).
+    #[arg(long, env = "TOKEND_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns and `key: value` lines, for people.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// A token status on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Verifies.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+/// The client subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Issue a token; its secret is printed once.
+    Issue {
+        /// Human-readable name.
+        #[arg(long)]
+        name: String,
+        /// Owner (team, user or service).
+        #[arg(long)]
+        owner: String,
+        /// A scope to grant (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Time to live: 30d, 12h, 90m … or 0 for never.
+        #[arg(long, default_value = "0", value_parser = parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// List tokens in creation order.
+    List {
+        /// Only this owner's tokens.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only tokens with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show one token.
+    Get {
+        /// Token id.
+        id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        /// Token id.
+        id: String,
+        /// Why (kept with the token).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Replace a token's secret; the old one works for --grace (0: revoked at once).
+    Rotate {
+        /// Token id.
+        id: String,
+        /// How long the old secret keeps working: 24h, 7d … or 0.
+        #[arg(long, default_value = "0", value_parser = parse_duration)]
+        grace: Duration,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Check a token as a sibling service would; exits 1 if it is not valid.
+    Verify {
+        /// The token, or `-` to read it from standard input.
+        token: String,
+        /// A scope the token must grant (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Exit code: `verify` found the token invalid.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code: bad usage (also clap's).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the server answered with an error.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: the server could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {server}: {message}")]
+    Unreachable { server: String, message: String },
+    #[error("{code:?}: {message}", code = .0.code(), message = .0.message())]
+    Refused(tonic::Status),
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        CliError::Refused(s)
+    }
+}
+
+/// Runs a client subcommand and returns the process exit code.
+pub fn run(command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            ExitCode::from(match e {
+                CliError::Usage(_) => EXIT_USAGE,
+                CliError::Refused(_) => EXIT_REFUSED,
+                CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            })
+        }
+    }
+}
+
+async fn execute(command: ClientCommand) -> Result<u8, CliError> {
+    match command {
+        ClientCommand::Verify { token, scopes, conn } => {
+            let token = if token == "-" { read_stdin()? } else { token };
+            let mut client = VerifyServiceClient::new(connect(&conn).await?);
+            let r = client.verify(pb::VerifyRequest { token, required_scopes: scopes }).await?.into_inner();
+            print_verify(&r, conn.output);
+            Ok(if r.valid { 0 } else { EXIT_INVALID })
+        }
+        ClientCommand::Issue { name, owner, scopes, labels, ttl, conn } => {
+            let mut admin = admin(&conn).await?;
+            let ttl = (!ttl.is_zero()).then(|| duration(ttl));
+            let req = pb::IssueRequest { name, owner, scopes, ttl, labels: labels.into_iter().collect() };
+            let r = admin.issue(req).await?.into_inner();
+            print_created(&r.secret, r.token.as_ref(), None, conn.output);
+            Ok(0)
+        }
+        ClientCommand::List { owner, status, conn } => {
+            let mut admin = admin(&conn).await?;
+            let status = status.map_or(pb::TokenStatus::Unspecified, |s| match s {
+                StatusArg::Active => pb::TokenStatus::Active,
+                StatusArg::Expired => pb::TokenStatus::Expired,
+                StatusArg::Revoked => pb::TokenStatus::Revoked,
+            });
+            let mut req = pb::ListRequest {
+                owner: owner.unwrap_or_default(),
+                status: status.into(),
+                page_size: 1000,
+                page_token: String::new(),
+            };
+            let mut tokens = Vec::new();
+            loop {
+                let page = admin.list(req.clone()).await?.into_inner();
+                tokens.extend(page.tokens);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                req.page_token = page.next_page_token;
+            }
+            print_list(&tokens, conn.output);
+            Ok(0)
+        }
+        ClientCommand::Get { id, conn } => {
+            let token = admin(&conn).await?.get(pb::GetRequest { id }).await?.into_inner().token;
+            print_token(token.as_ref(), conn.output);
+            Ok(0)
+        }
+        ClientCommand::Revoke { id, reason, conn } => {
+            let token = admin(&conn).await?.revoke(pb::RevokeRequest { id, reason }).await?.into_inner().token;
+            print_token(token.as_ref(), conn.output);
+            Ok(0)
+        }
+        ClientCommand::Rotate { id, grace, conn } => {
+            let req = pb::RotateRequest { id, grace_period: Some(duration(grace)) };
+            let r = admin(&conn).await?.rotate(req).await?.into_inner();
+            print_created(&r.secret, r.token.as_ref(), r.previous.as_ref(), conn.output);
+            Ok(0)
+        }
+    }
+}
+
+fn read_stdin() -> Result<String, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_line(&mut text)
+        .map_err(|e| CliError::Usage(format!("cannot read the token from stdin: {e}")))?;
+    Ok(text.trim().to_owned())
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+async fn connect(conn: &Connection) -> Result<Channel, CliError> {
+    let unreachable = |message: String| CliError::Unreachable { server: conn.server.clone(), message };
+    let mut endpoint = Endpoint::from_shared(conn.server.clone())
+        .map_err(|e| CliError::Usage(format!("--server {:?}: {e}", conn.server)))?
+        .connect_timeout(Duration::from_secs(5));
+    if conn.server.starts_with("https://") || conn.ca_cert.is_some() {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(path) = &conn.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(e.to_string()))?;
+    }
+    endpoint.connect().await.map_err(|e| unreachable(error_chain(&e)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+type AdminClient = TokenServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+
+async fn admin(conn: &Connection) -> Result<AdminClient, CliError> {
+    let token = match &conn.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?,
+        None => std::env::var("TOKEND_TOKEN")
+            .map_err(|_| CliError::Usage("set TOKEND_TOKEN (or --token-file) to an admin token".into()))?,
+    };
+    let bearer =
+        BearerToken::new(&token).map_err(|_| CliError::Usage("the admin token is not a valid header value".into()))?;
+    Ok(TokenServiceClient::with_interceptor(connect(conn).await?, bearer))
+}
+
+fn status_name(value: i32) -> &'static str {
+    match pb::TokenStatus::try_from(value) {
+        Ok(pb::TokenStatus::Active) => "active",
+        Ok(pb::TokenStatus::Expired) => "expired",
+        Ok(pb::TokenStatus::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.map_or_else(|| "-".to_owned(), rfc3339)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a timestamp (days-to-civil after H. Hinnant).
+fn rfc3339(t: &prost_types::Timestamp) -> String {
+    let days = t.seconds.div_euclid(86_400);
+    let secs = t.seconds.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn token_json(t: &pb::Token) -> Value {
+    let opt = |t: Option<&prost_types::Timestamp>| t.map_or(Value::Null, |t| Value::String(rfc3339(t)));
+    let empty_null = |s: &str| if s.is_empty() { Value::Null } else { Value::String(s.to_owned()) };
+    let labels: serde_json::Map<String, Value> =
+        t.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    json!({
+        "id": t.id, "name": t.name, "owner": t.owner, "scopes": t.scopes, "labels": labels,
+        "status": status_name(t.status), "hint": t.hint,
+        "create_time": opt(t.create_time.as_ref()), "expire_time": opt(t.expire_time.as_ref()),
+        "last_used_time": opt(t.last_used_time.as_ref()), "revoke_time": opt(t.revoke_time.as_ref()),
+        "revoke_reason": empty_null(&t.revoke_reason),
+        "rotated_from": empty_null(&t.rotated_from), "rotated_to": empty_null(&t.rotated_to),
+    })
+}
+
+fn print_token(t: Option<&pb::Token>, output: Output) {
+    let Some(t) = t else { return };
+    match output {
+        Output::Json => println!("{}", token_json(t)),
+        Output::Table => print_fields(t),
+    }
+}
+
+fn print_fields(t: &pb::Token) {
+    let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let rows = [
+        ("id", t.id.clone()),
+        ("name", t.name.clone()),
+        ("owner", t.owner.clone()),
+        ("status", status_name(t.status).to_owned()),
+        ("hint", t.hint.clone()),
+        ("scopes", t.scopes.join(" ")),
+        ("labels", labels.join(" ")),
+        ("created", time(t.create_time.as_ref())),
+        ("expires", t.expire_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339)),
+        ("last used", t.last_used_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339)),
+        ("revoked", time(t.revoke_time.as_ref())),
+        ("revoke reason", t.revoke_reason.clone()),
+        ("rotated from", t.rotated_from.clone()),
+        ("rotated to", t.rotated_to.clone()),
+    ];
+    for (key, value) in rows {
+        if !value.is_empty() && value != "-" {
+            println!("{:<14}{value}", format!("{key}:"));
+        }
+    }
+}
+
+fn print_created(secret: &str, token: Option<&pb::Token>, previous: Option<&pb::Token>, output: Output) {
+    match output {
+        Output::Json => {
+            let mut v = json!({ "secret": secret, "token": token.map(token_json) });
+            if let Some(p) = previous {
+                v["previous"] = token_json(p);
+            }
+            println!("{v}");
+        }
+        Output::Table => {
+            println!("{:<14}{secret}", "secret:");
+            println!("              (shown only now: store it in your secret manager)");
+            if let Some(t) = token {
+                print_fields(t);
+            }
+            if let Some(p) = previous {
+                println!("\nprevious token:");
+                print_fields(p);
+            }
+        }
+    }
+}
+
+fn print_list(tokens: &[pb::Token], output: Output) {
+    if output == Output::Json {
+        println!("{}", Value::Array(tokens.iter().map(token_json).collect()));
+        return;
+    }
+    let header = ["ID", "NAME", "OWNER", "STATUS", "HINT", "CREATED", "EXPIRES", "LAST USED"];
+    let rows: Vec<[String; 8]> = tokens
+        .iter()
+        .map(|t| {
+            [
+                t.id.clone(),
+                t.name.clone(),
+                t.owner.clone(),
+                status_name(t.status).to_owned(),
+                t.hint.clone(),
+                time(t.create_time.as_ref()),
+                t.expire_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339),
+                t.last_used_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&header.map(str::to_owned));
+    for row in &rows {
+        line(row);
+    }
+}
+
+fn print_verify(r: &pb::VerifyResponse, output: Output) {
+    let result = pb::VerifyResult::try_from(r.result).map_or("unknown", |r| match r {
+        pb::VerifyResult::Ok => "ok",
+        pb::VerifyResult::Malformed => "malformed",
+        pb::VerifyResult::Unknown => "unknown",
+        pb::VerifyResult::Expired => "expired",
+        pb::VerifyResult::Revoked => "revoked",
+        pb::VerifyResult::InsufficientScope => "insufficient_scope",
+        pb::VerifyResult::Unspecified => "unspecified",
+    });
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "valid": r.valid, "result": result,
+                "token_id": if r.token_id.is_empty() { Value::Null } else { Value::String(r.token_id.clone()) },
+                "owner": if r.valid { Value::String(r.owner.clone()) } else { Value::Null },
+                "scopes": r.scopes, "expire_time": r.expire_time.as_ref().map(rfc3339),
+            })
+        ),
+        Output::Table => {
+            println!("{:<10}{}", "valid:", r.valid);
+            println!("{:<10}{result}", "result:");
+            if !r.token_id.is_empty() {
+                println!("{:<10}{}", "token:", r.token_id);
+            }
+            if r.valid {
+                println!("{:<10}{}", "owner:", r.owner);
+                println!("{:<10}{}", "scopes:", r.scopes.join(" "));
+                println!("{:<10}{}", "expires:", r.expire_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        let t = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+        assert_eq!(rfc3339(&t(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(&t(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(&t(1_795_305_600 + 3_723)), "2026-11-22T01:02:03Z");
+        assert_eq!(rfc3339(&t(-1)), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn labels_parse_as_key_value() {
+        assert_eq!(parse_label("env=prod=1"), Ok(("env".into(), "prod=1".into())));
+        assert!(parse_label("env").is_err());
+    }
+}

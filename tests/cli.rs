@@ -1,0 +1,155 @@
+//! The admin CLI (`tokend issue | list | get | revoke | rotate | verify`)
+//! driven as a real process against a real server, with its exit codes.
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+};
+
+use common::{process::BIN, *};
+use serde_json::Value;
+
+/// Runs the CLI against `server` with the admin token in TOKEND_TOKEN.
+async fn cli(server: &TestServer, token: &str, args: &[&str]) -> Output {
+    let (addr, token) = (server.addr, token.to_owned());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env("TOKEND_SERVER", format!("http://{addr}"))
+            .env("TOKEND_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_whole_token_life() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token.clone();
+    let issued = json(
+        &cli(
+            &server,
+            &admin,
+            &[
+                "issue", "--name", "ci", "--owner", "team-a", "--scope", "read", "--scope", "write", "--label",
+                "env=prod", "--ttl", "30d", "--output", "json",
+            ],
+        )
+        .await,
+    );
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+    let id = issued["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(issued["token"]["scopes"], serde_json::json!(["read", "write"]));
+    assert_eq!(issued["token"]["labels"]["env"], "prod");
+    assert_eq!(issued["token"]["status"], "active");
+    let created = issued["token"]["create_time"].as_str().unwrap();
+    let expires = issued["token"]["expire_time"].as_str().unwrap();
+    assert!(created.ends_with('Z') && expires > created, "{created} {expires}");
+
+    // verify: exit 0 when valid, 1 when not.
+    let ok = cli(&server, "", &["verify", &secret, "--scope", "read"]).await;
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(stdout(&ok).contains("team-a"));
+    let missing = cli(&server, "", &["verify", &secret, "--scope", "admin"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stdout(&missing).contains("insufficient_scope"));
+    assert_eq!(cli(&server, "", &["verify", "garbage"]).await.status.code(), Some(1));
+    // `-` reads the token from stdin, so it never shows in `ps`.
+    let piped = tokio::task::spawn_blocking({
+        let (addr, secret) = (server.addr, secret.clone());
+        move || {
+            let mut child = Command::new(BIN)
+                .args(["verify", "-", "--output", "json"])
+                .env("TOKEND_SERVER", format!("http://{addr}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(format!("{secret}\n").as_bytes()).unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(json(&piped)["valid"], true);
+
+    // list: a readable table with hint and status, and JSON.
+    let table = stdout(&cli(&server, &admin, &["list", "--owner", "team-a"]).await);
+    let hint = issued["token"]["hint"].as_str().unwrap();
+    assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains(hint) && table.contains("active"), "{table}");
+    assert!(!table.contains(&secret[3..]), "lists never show a secret");
+    let all = json(&cli(&server, &admin, &["list", "--output", "json"]).await);
+    assert_eq!(all.as_array().unwrap().len(), 2, "the bootstrap token and ours");
+
+    // get, rotate with grace, revoke.
+    let got = stdout(&cli(&server, &admin, &["get", &id]).await);
+    assert!(got.contains("name:") && got.contains("ci") && got.contains("env=prod"), "{got}");
+    let rotated = json(&cli(&server, &admin, &["rotate", &id, "--grace", "1h", "--output", "json"]).await);
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["previous"]["rotated_to"], rotated["token"]["id"]);
+    assert_eq!(cli(&server, "", &["verify", &secret]).await.status.code(), Some(0), "grace period");
+    let new_id = rotated["token"]["id"].as_str().unwrap().to_owned();
+    let revoked = stdout(&cli(&server, &admin, &["revoke", &new_id, "--reason", "test"]).await);
+    assert!(revoked.contains("revoked") && revoked.contains("test"), "{revoked}");
+    assert_eq!(cli(&server, "", &["verify", &new_secret]).await.status.code(), Some(1));
+    let revoked_only = json(&cli(&server, &admin, &["list", "--status", "revoked", "--output", "json"]).await);
+    assert_eq!(revoked_only[0]["id"], new_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exit_codes_tell_usage_refusal_and_unreachable_apart() {
+    let server = TestServer::start().await;
+    let refused = cli(&server, "tk_not_a_token", &["list"]).await;
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+    let missing = tokend::id::IdGenerator::default().next(START).to_string();
+    let not_found = cli(&server, &server.admin_token, &["get", &missing]).await;
+    assert_eq!(not_found.status.code(), Some(3));
+    assert_eq!(
+        cli(&server, &server.admin_token, &["issue", "--name", "n", "--owner", "o", "--ttl", "soon"])
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        cli(&server, &server.admin_token, &["issue", "--name", "n", "--owner", "o", "--label", "novalue"])
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
+    let no_token = tokio::task::spawn_blocking({
+        let addr = server.addr;
+        move || {
+            Command::new(BIN)
+                .args(["list"])
+                .env("TOKEND_SERVER", format!("http://{addr}"))
+                .env_remove("TOKEND_TOKEN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("TOKEND_TOKEN"));
+    // Nothing listens on port 1.
+    let out = Command::new(BIN).args(["verify", "x", "--server", "http://127.0.0.1:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}
