@@ -19,6 +19,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Serve TokenService (the admin plane) only on this address; --listen
+    /// then serves VerifyService and health only.
+    #[arg(long, env = "TOKEND_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Directory of the embedded sled store (created if missing).
     #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./tokend-data")]
     pub data_dir: PathBuf,

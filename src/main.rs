@@ -66,20 +66,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);
             args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();
-            let listen = args.listen;
+            let (listen, admin_listen) = (args.listen, args.admin_listen);
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(listen, config))
+            tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(
+                listen,
+                admin_listen,
+                config,
+            ))
         }
     }
 }
 
-async fn serve(listen: std::net::SocketAddr, config: tokend::Config) -> anyhow::Result<()> {
+async fn serve(
+    listen: std::net::SocketAddr,
+    admin_listen: Option<std::net::SocketAddr>,
+    config: tokend::Config,
+) -> anyhow::Result<()> {
     let mut tokend = Tokend::open(config).await?;
     if let Some(secret) = tokend.take_bootstrap_secret() {
         print_bootstrap_banner(&secret);
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    tokend.serve(listener, shutdown_signal()).await?;
+    let admin_listener = match admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
+        ),
+        None => None,
+    };
+    tokend.serve_split(listener, admin_listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -205,9 +205,21 @@ impl Tokend {
         &self.verifier
     }
 
-    /// Serves gRPC on `listener` until `shutdown` resolves, then shuts down
-    /// gracefully.
+    /// Serves every service on `listener` until `shutdown` resolves, then
+    /// shuts down gracefully.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        self.serve_split(listener, None, shutdown).await
+    }
+
+    /// Like [`Tokend::serve`], but with an `admin_listener` TokenService is
+    /// served there only, while `listener` keeps VerifyService (both keep
+    /// health and reflection), so a network policy can fence the admin plane.
+    pub async fn serve_split(
+        self,
+        listener: TcpListener,
+        admin_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
         let Tokend { config, tls, registry, verifier, .. } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -231,25 +243,45 @@ impl Tokend {
         health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
 
         let persister = tokio::spawn(persist_last_used(registry.clone(), config.last_used_flush_interval));
-        let local = listener.local_addr().ok();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let oversize = oversize_is_invalid_argument(config.max_request_bytes);
-        let mut builder = tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(oversize));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
-        }
-        let server = builder
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(admin)
-            .add_service(verify)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
+        let router = |with_admin: bool, with_verify: bool| -> Result<_, ServeError> {
+            let mut builder =
+                tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(oversize.clone()));
+            if let Some(tls) = &tls {
+                builder = builder.tls_config(tls.clone())?;
+            }
+            Ok(builder
+                .add_service(health_service.clone())
+                .add_service(reflection_v1.clone())
+                .add_service(reflection_v1alpha.clone())
+                .add_optional_service(with_admin.then(|| admin.clone()))
+                .add_optional_service(with_verify.then(|| verify.clone())))
+        };
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let addr = |l: &TcpListener| l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        tracing::info!(addr = %addr(&listener), tls = config.tls.is_some(), admin = admin_listener.is_none(), "serving");
+        let main = router(admin_listener.is_none(), true)?.serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+        let admin_plane = match admin_listener {
+            Some(l) => {
+                tracing::info!(addr = %addr(&l), "serving the admin plane");
+                let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
+                Some(router(true, false)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx)))
+            }
+            None => None,
+        };
+        let server = async move {
+            match admin_plane {
+                Some(admin_plane) => tokio::try_join!(main, admin_plane).map(|_| ()),
+                None => main.await,
+            }
+        };
         tokio::pin!(server);
-        tracing::info!(addr = %local.map_or_else(|| "?".to_owned(), |a| a.to_string()), tls = config.tls.is_some(), "serving");
 
         let served = tokio::select! {
             result = &mut server => result,
@@ -258,7 +290,7 @@ impl Tokend {
                 for name in ["", "tokend.v1.TokenService", "tokend.v1.VerifyService"] {
                     health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
                 }
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                     Ok(result) => result,
                     Err(_) => {

@@ -178,3 +178,44 @@ async fn tokens_issued_under_an_earlier_prefix_keep_verifying() {
     let rotated = admin.rotate(pb::RotateRequest { id, grace_period: None }).await.unwrap().into_inner();
     assert!(rotated.secret.starts_with("acme_"));
 }
+
+#[tokio::test]
+async fn an_admin_listener_takes_the_admin_plane_off_the_main_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_token = Secret::generate("tk");
+    let mut config = Config::new(dir.path());
+    config.fsync = false;
+    config.bootstrap_token = Some(admin_token.clone());
+    let tokend = Tokend::open(config).await.unwrap();
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_addr, admin_addr) = (main.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(tokend.serve_split(main, Some(admin), async {
+        let _ = stopped.await;
+    }));
+    let connect = |addr: std::net::SocketAddr| async move {
+        tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    };
+    let bearer = Bearer(admin_token.expose().to_owned());
+    let mut on_main =
+        pb::token_service_client::TokenServiceClient::with_interceptor(connect(main_addr).await, bearer.clone());
+    let err = on_main.list(pb::ListRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "no admin plane on the main port");
+    let mut on_admin =
+        pb::token_service_client::TokenServiceClient::with_interceptor(connect(admin_addr).await, bearer);
+    let issued = on_admin.issue(issue_request("split", "o", &[])).await.unwrap().into_inner();
+    let mut v = pb::verify_service_client::VerifyServiceClient::new(connect(main_addr).await);
+    assert!(verify(&mut v, &issued.secret, &[]).await.valid);
+    let mut v_admin = pb::verify_service_client::VerifyServiceClient::new(connect(admin_addr).await);
+    let req = pb::VerifyRequest { token: issued.secret.clone(), required_scopes: vec![] };
+    assert_eq!(v_admin.verify(req).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    for addr in [main_addr, admin_addr] {
+        let mut health = HealthClient::new(connect(addr).await);
+        let r = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving);
+    }
+    drop((on_main, on_admin, v, v_admin));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task).await.unwrap().unwrap().unwrap();
+}
