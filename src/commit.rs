@@ -31,12 +31,14 @@ struct Queue {
     closed: bool,
 }
 
+/// Told the duration of every flush (metrics).
+pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     flushes: AtomicU64,
-    /// Total time spent flushing, in nanoseconds (for metrics).
-    flush_nanos: AtomicU64,
+    observe: FlushObserver,
 }
 
 /// The group-commit thread's handle.
@@ -46,14 +48,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the commit thread for `store`.
-    pub fn start(store: Arc<dyn Store>) -> Committer {
-        let shared = Arc::new(Shared {
-            queue: Mutex::default(),
-            wake: Condvar::new(),
-            flushes: AtomicU64::new(0),
-            flush_nanos: AtomicU64::new(0),
-        });
+    /// Starts the commit thread for `store`; `observe` is told how long each
+    /// flush took.
+    pub fn start(store: Arc<dyn Store>, observe: FlushObserver) -> Committer {
+        let shared =
+            Arc::new(Shared { queue: Mutex::default(), wake: Condvar::new(), flushes: AtomicU64::new(0), observe });
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -81,11 +80,6 @@ impl Committer {
     /// Number of flushes made so far.
     pub fn flushes(&self) -> u64 {
         self.shared.flushes.load(Ordering::Relaxed)
-    }
-
-    /// Total time spent in flushes so far.
-    pub fn flush_time(&self) -> Duration {
-        Duration::from_nanos(self.shared.flush_nanos.load(Ordering::Relaxed))
     }
 
     /// Refuses further syncs, answers the queued ones with a last flush, and
@@ -118,7 +112,7 @@ fn run(shared: &Shared, store: &dyn Store) {
         // shutdown flush of everything written so far.
         let started = Instant::now();
         let result = store.flush();
-        shared.flush_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        (shared.observe)(started.elapsed());
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = batch.len(), "store flush failed");
@@ -164,7 +158,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_flushes() {
         let store = Arc::new(SlowStore::default());
-        let committer = Arc::new(Committer::start(store.clone()));
+        let committer = Arc::new(Committer::start(store.clone(), Box::new(|_| {})));
         let tasks: Vec<_> = (0..64)
             .map(|_| {
                 let c = committer.clone();
@@ -183,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn sync_after_close_is_refused_and_close_flushes() {
         let store = Arc::new(SlowStore::default());
-        let committer = Committer::start(store.clone());
+        let committer = Committer::start(store.clone(), Box::new(|_| {}));
         committer.sync().await.unwrap();
         committer.close();
         assert_eq!(store.flushes.load(Ordering::SeqCst), 2, "one for the sync, one at close");

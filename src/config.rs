@@ -24,6 +24,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; off by default.
+    #[arg(long, env = "TOKEND_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Directory of the embedded sled store (created if missing).
     #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./tokend-data")]
     pub data_dir: PathBuf,

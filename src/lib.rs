@@ -29,6 +29,7 @@ pub mod error;
 pub mod id;
 pub mod index;
 pub mod loadgen;
+pub mod metrics;
 pub mod pb;
 pub mod record;
 pub mod registry;

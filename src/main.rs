@@ -66,11 +66,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);
             args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();
-            let (listen, admin_listen) = (args.listen, args.admin_listen);
+            let (listen, admin_listen, metrics_listen) = (args.listen, args.admin_listen, args.metrics_listen);
             let config = args.into_config().map_err(anyhow::Error::msg)?;
             tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(
                 listen,
                 admin_listen,
+                metrics_listen,
                 config,
             ))
         }
@@ -80,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(
     listen: std::net::SocketAddr,
     admin_listen: Option<std::net::SocketAddr>,
+    metrics_listen: Option<std::net::SocketAddr>,
     config: tokend::Config,
 ) -> anyhow::Result<()> {
     let mut tokend = Tokend::open(config).await?;
@@ -95,7 +97,16 @@ async fn serve(
         ),
         None => None,
     };
-    tokend.serve_split(listener, admin_listener, shutdown_signal()).await?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
+    let listeners = tokend::server::Listeners { grpc: listener, admin: admin_listener, metrics };
+    tokend.serve_on(listeners, shutdown_signal()).await?;
     Ok(())
 }
 

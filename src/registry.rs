@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     clock::{Clock, Time},
-    commit::Committer,
+    commit::{Committer, FlushObserver},
     error::Error,
     id::{IdGenerator, TokenId},
     index::{Entry, Index, ListQuery, Page},
@@ -59,9 +59,15 @@ pub struct Registry {
 
 impl Registry {
     /// A registry over `store`, whose contents `index` was loaded from.
-    pub fn new(store: Arc<dyn Store>, index: Arc<Index>, clock: Clock, options: RegistryOptions) -> Registry {
+    pub fn new(
+        store: Arc<dyn Store>,
+        index: Arc<Index>,
+        clock: Clock,
+        options: RegistryOptions,
+        on_flush: FlushObserver,
+    ) -> Registry {
         Registry {
-            committer: Committer::start(store.clone()),
+            committer: Committer::start(store.clone(), on_flush),
             ids: IdGenerator::starting_after(index.newest_id()),
             store,
             index,

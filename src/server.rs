@@ -8,12 +8,13 @@
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::{service::interceptor::InterceptedService, transport::server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     auth::AdminAuth,
     clock::Clock,
     index::Index,
+    metrics::Metrics,
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
     service::{admin::AdminService, verify::VerifyApi},
@@ -137,7 +138,19 @@ pub struct Tokend {
     tls: Option<tonic::transport::ServerTlsConfig>,
     registry: Arc<Registry>,
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
     bootstrap: Option<Created>,
+}
+
+/// Where [`Tokend::serve_on`] serves.
+pub struct Listeners {
+    /// gRPC: VerifyService and health, and TokenService unless `admin` is set.
+    pub grpc: TcpListener,
+    /// TokenService only (plus health and reflection), so a network policy
+    /// can fence the admin plane.
+    pub admin: Option<TcpListener>,
+    /// Prometheus metrics over HTTP (`GET /metrics`).
+    pub metrics: Option<TcpListener>,
 }
 
 impl Tokend {
@@ -172,6 +185,8 @@ impl Tokend {
         let store: Arc<dyn Store> = Arc::new(store);
         let index = Arc::new(index);
         tracing::info!(tokens = index.len(), data_dir = %config.data_dir.display(), "token store loaded");
+        let metrics = Arc::new(Metrics::new());
+        let flush_metrics = metrics.clone();
         let registry = Arc::new(Registry::new(
             store,
             index.clone(),
@@ -180,13 +195,14 @@ impl Tokend {
                 token_prefix: config.token_prefix.clone(),
                 max_tokens_per_owner: config.max_tokens_per_owner,
             },
+            Box::new(move |elapsed| flush_metrics.flush(elapsed)),
         ));
         let bootstrap = registry.bootstrap(bootstrapped, config.bootstrap_token.clone()).await?;
         if !bootstrapped {
             tracing::info!(generated = bootstrap.is_some(), "bootstrap admin token created");
         }
         let verifier = Arc::new(Verifier::new(index, config.clock.clone()));
-        Ok(Tokend { config, tls, registry, verifier, bootstrap })
+        Ok(Tokend { config, tls, registry, verifier, metrics, bootstrap })
     }
 
     /// The admin token generated at bootstrap, if this start generated one.
@@ -208,19 +224,13 @@ impl Tokend {
     /// Serves every service on `listener` until `shutdown` resolves, then
     /// shuts down gracefully.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        self.serve_split(listener, None, shutdown).await
+        self.serve_on(Listeners { grpc: listener, admin: None, metrics: None }, shutdown).await
     }
 
-    /// Like [`Tokend::serve`], but with an `admin_listener` TokenService is
-    /// served there only, while `listener` keeps VerifyService (both keep
-    /// health and reflection), so a network policy can fence the admin plane.
-    pub async fn serve_split(
-        self,
-        listener: TcpListener,
-        admin_listener: Option<TcpListener>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), ServeError> {
-        let Tokend { config, tls, registry, verifier, .. } = self;
+    /// Like [`Tokend::serve`], on every listener in `listeners`.
+    pub async fn serve_on(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Tokend { config, tls, registry, verifier, metrics, .. } = self;
+        let Listeners { grpc: listener, admin: admin_listener, metrics: metrics_listener } = listeners;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -231,13 +241,18 @@ impl Tokend {
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let admin = InterceptedService::new(
-            TokenServiceServer::new(AdminService::new(registry.clone()))
-                .max_decoding_message_size(config.max_request_bytes),
+        let admin = TokenServiceServer::new(AdminService::new(
+            registry.clone(),
             AdminAuth::new(verifier.clone()),
-        );
-        let verify =
-            VerifyServiceServer::new(VerifyApi::new(verifier)).max_decoding_message_size(config.max_request_bytes);
+            metrics.clone(),
+        ))
+        .max_decoding_message_size(config.max_request_bytes);
+        let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone()))
+            .max_decoding_message_size(config.max_request_bytes);
+        let metrics_task = metrics_listener.map(|l| {
+            tracing::info!(addr = %l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()), "serving metrics");
+            tokio::spawn(crate::metrics::serve(l, metrics, registry.index().clone(), config.clock.clone()))
+        });
 
         health.set_serving::<TokenServiceServer<AdminService>>().await;
         health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
@@ -301,6 +316,9 @@ impl Tokend {
             }
         };
         persister.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         let closed = tokio::task::spawn_blocking(move || registry.close())
             .await
             .unwrap_or_else(|e| Err(StoreError::Io(format!("close task failed: {e}"))));

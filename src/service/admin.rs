@@ -2,17 +2,19 @@
 //!
 //! Each RPC validates and converts its request, calls the [`Registry`], and
 //! writes one audit line naming the token, its owner and the acting admin
-//! token. Authentication happened before this in `auth::AdminAuth`.
+//! token. Each call is authenticated first (`auth::AdminAuth`) and counted
+//! in the metrics, refusals included.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::{
-    auth::Admin,
+    auth::{Admin, AdminAuth},
     error::Error,
     id::TokenId,
+    metrics::{Metrics, Rpc},
     pb::{self, token_service_server::TokenService},
     registry::Registry,
     service::convert,
@@ -27,12 +29,14 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// The TokenService implementation.
 pub struct AdminService {
     registry: Arc<Registry>,
+    auth: AdminAuth,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminService {
-    /// A TokenService over `registry`.
-    pub fn new(registry: Arc<Registry>) -> AdminService {
-        AdminService { registry }
+    /// A TokenService over `registry`, authenticating with `auth`.
+    pub fn new(registry: Arc<Registry>, auth: AdminAuth, metrics: Arc<Metrics>) -> AdminService {
+        AdminService { registry, auth, metrics }
     }
 
     fn token(&self, entry: &crate::index::Entry) -> pb::Token {
@@ -40,41 +44,67 @@ impl AdminService {
     }
 }
 
-/// The admin that `auth::AdminAuth` authenticated.
-fn actor<T>(request: &Request<T>) -> Result<Admin, Status> {
-    request
-        .extensions()
-        .get::<Admin>()
-        .copied()
-        .ok_or_else(|| Status::unauthenticated("admin authentication is required"))
-}
-
 #[tonic::async_trait]
 impl TokenService for AdminService {
     async fn issue(&self, request: Request<pb::IssueRequest>) -> Result<Response<pb::IssueResponse>, Status> {
-        let admin = actor(&request)?;
-        let req = request.into_inner();
+        self.call(Rpc::Issue, request, |admin, req| self.issue(admin, req)).await
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        self.call(Rpc::Get, request, |_, req| async move { self.get(req) }).await
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        self.call(Rpc::List, request, |_, req| async move { self.list(req) }).await
+    }
+
+    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
+        self.call(Rpc::Revoke, request, |admin, req| self.revoke(admin, req)).await
+    }
+
+    async fn rotate(&self, request: Request<pb::RotateRequest>) -> Result<Response<pb::RotateResponse>, Status> {
+        self.call(Rpc::Rotate, request, |admin, req| self.rotate(admin, req)).await
+    }
+}
+
+impl AdminService {
+    /// Authenticates, runs `handler`, and records the call's status code and
+    /// latency — refusals included — under `rpc`.
+    async fn call<Req, Resp, Fut>(
+        &self,
+        rpc: Rpc,
+        request: Request<Req>,
+        handler: impl FnOnce(Admin, Req) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Resp, Status>>,
+    {
+        let started = Instant::now();
+        let result = match self.auth.authenticate(request.metadata()) {
+            Ok(admin) => handler(admin, request.into_inner()).await,
+            Err(refused) => Err(refused),
+        };
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.admin(rpc, code, started.elapsed());
+        result.map(Response::new)
+    }
+
+    async fn issue(&self, admin: Admin, req: pb::IssueRequest) -> Result<pb::IssueResponse, Status> {
         let ttl = convert::duration("ttl", req.ttl.as_ref())?;
         let spec = TokenSpec::new(req.name, req.owner, req.scopes, req.labels.into_iter().collect(), ttl)?;
         let created = self.registry.issue(spec).await?;
         let r = &created.token.record;
         info!(action = "issue", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token issued");
-        Ok(Response::new(pb::IssueResponse {
-            secret: created.secret.expose().to_owned(),
-            token: Some(self.token(&created.token)),
-        }))
+        Ok(pb::IssueResponse { secret: created.secret.expose().to_owned(), token: Some(self.token(&created.token)) })
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        actor(&request)?;
-        let id = convert::token_id("id", &request.get_ref().id)?;
+    fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        let id = convert::token_id("id", &req.id)?;
         let entry = self.registry.get(id)?;
-        Ok(Response::new(pb::GetResponse { token: Some(self.token(&entry)) }))
+        Ok(pb::GetResponse { token: Some(self.token(&entry)) })
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        actor(&request)?;
-        let req = request.get_ref();
+    fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
         if req.owner.len() > spec::MAX_NAME_BYTES {
             return Err(Error::invalid("owner", format!("must be at most {} bytes", spec::MAX_NAME_BYTES)).into());
         }
@@ -87,26 +117,22 @@ impl TokenService for AdminService {
         let after = decode_page_token(&req.page_token)?;
         let owner = (!req.owner.is_empty()).then_some(req.owner.as_str());
         let page = self.registry.list(owner, status, after, limit);
-        Ok(Response::new(pb::ListResponse {
+        Ok(pb::ListResponse {
             tokens: page.entries.iter().map(|e| self.token(e)).collect(),
             next_page_token: page.next_after.map(encode_page_token).unwrap_or_default(),
-        }))
+        })
     }
 
-    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
-        let admin = actor(&request)?;
-        let req = request.into_inner();
+    async fn revoke(&self, admin: Admin, req: pb::RevokeRequest) -> Result<pb::RevokeResponse, Status> {
         let id = convert::token_id("id", &req.id)?;
         spec::check_reason(&req.reason)?;
         let entry = self.registry.revoke(id, req.reason).await?;
         let r = &entry.record;
         info!(action = "revoke", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token revoked");
-        Ok(Response::new(pb::RevokeResponse { token: Some(self.token(&entry)) }))
+        Ok(pb::RevokeResponse { token: Some(self.token(&entry)) })
     }
 
-    async fn rotate(&self, request: Request<pb::RotateRequest>) -> Result<Response<pb::RotateResponse>, Status> {
-        let admin = actor(&request)?;
-        let req = request.get_ref();
+    async fn rotate(&self, admin: Admin, req: pb::RotateRequest) -> Result<pb::RotateResponse, Status> {
         let id = convert::token_id("id", &req.id)?;
         let grace =
             spec::check_duration("grace_period", convert::duration("grace_period", req.grace_period.as_ref())?)?;
@@ -116,11 +142,11 @@ impl TokenService for AdminService {
             action = "rotate", token_id = %r.id, previous_id = %id, owner = %r.owner, actor = %admin.token_id,
             "token rotated"
         );
-        Ok(Response::new(pb::RotateResponse {
+        Ok(pb::RotateResponse {
             secret: created.secret.expose().to_owned(),
             token: Some(self.token(&created.token)),
             previous: Some(self.token(&previous)),
-        }))
+        })
     }
 }
 

@@ -3,12 +3,13 @@
 //! Kept apart from the admin plane: no authentication, no logging per call,
 //! and the response carries owner, scopes and labels only for a valid token.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status};
 
 use crate::{
     error::Error,
+    metrics::Metrics,
     pb::{self, verify_service_server::VerifyService},
     service::convert,
     spec,
@@ -18,21 +19,24 @@ use crate::{
 /// The VerifyService implementation.
 pub struct VerifyApi {
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
 }
 
 impl VerifyApi {
     /// A VerifyService over `verifier`.
-    pub fn new(verifier: Arc<Verifier>) -> VerifyApi {
-        VerifyApi { verifier }
+    pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>) -> VerifyApi {
+        VerifyApi { verifier, metrics }
     }
 }
 
 #[tonic::async_trait]
 impl VerifyService for VerifyApi {
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        let started = Instant::now();
         let req = request.get_ref();
         check_required_scopes(&req.required_scopes)?;
         let verdict = self.verifier.verify(&req.token, &req.required_scopes);
+        self.metrics.verify(verdict.outcome, started.elapsed());
         let mut response = pb::VerifyResponse {
             valid: verdict.outcome == Outcome::Ok,
             result: result(verdict.outcome).into(),

@@ -36,6 +36,8 @@ pub type AdminClient = TokenServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics_addr: SocketAddr,
     /// The bootstrap admin token.
     pub admin_token: String,
     pub clock: Clock,
@@ -70,12 +72,14 @@ impl TestServer {
         let clock = config.clock.clone();
         let tokend = Tokend::open(config).await.expect("tokend starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, metrics_addr) = (listener.local_addr().unwrap(), metrics.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(tokend.serve(listener, async {
+        let listeners = tokend::server::Listeners { grpc: listener, admin: None, metrics: Some(metrics) };
+        let task = tokio::spawn(tokend.serve_on(listeners, async {
             let _ = stopped.await;
         }));
-        TestServer { addr, admin_token, clock, dir, stop: Some(stop), task: Some(task) }
+        TestServer { addr, metrics_addr, admin_token, clock, dir, stop: Some(stop), task: Some(task) }
     }
 
     pub async fn channel(&self) -> Channel {

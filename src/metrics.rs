@@ -1,0 +1,201 @@
+//! Prometheus metrics, and the HTTP listener that serves them
+//! (`--metrics-listen`, `GET /metrics`).
+//!
+//! Metrics (text exposition format, via `prometheus-client`):
+//!
+//! * `tokend_verify_total{result}` — Verify calls by result;
+//! * `tokend_admin_requests_total{rpc,code}` — admin calls by RPC and gRPC
+//!   status code, refusals by the authentication layer included;
+//! * `tokend_request_duration_seconds{rpc}` — handler latency per RPC;
+//! * `tokend_tokens{status}` — tokens by status, counted at scrape time;
+//! * `tokend_store_flush_duration_seconds` — latency of each shared flush;
+//! * `tokend_build_info{version}`.
+//!
+//! On the Verify path recording is O(1): handles to the labelled series are
+//! resolved once at start-up, so a call costs two atomic adds and one
+//! short histogram update, never a label lookup.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::Registry,
+};
+
+use crate::{clock::Time, index::Index, verify::Outcome};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The RPCs with a latency series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    /// TokenService/Issue.
+    Issue,
+    /// TokenService/Get.
+    Get,
+    /// TokenService/List.
+    List,
+    /// TokenService/Revoke.
+    Revoke,
+    /// TokenService/Rotate.
+    Rotate,
+    /// VerifyService/Verify.
+    Verify,
+}
+
+impl Rpc {
+    const ALL: [Rpc; 6] = [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Issue => "Issue",
+            Rpc::Get => "Get",
+            Rpc::List => "List",
+            Rpc::Revoke => "Revoke",
+            Rpc::Rotate => "Rotate",
+            Rpc::Verify => "Verify",
+        }
+    }
+}
+
+const OUTCOMES: [Outcome; 6] =
+    [Outcome::Ok, Outcome::Malformed, Outcome::Unknown, Outcome::Expired, Outcome::Revoked, Outcome::InsufficientScope];
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Malformed => "malformed",
+        Outcome::Unknown => "unknown",
+        Outcome::Expired => "expired",
+        Outcome::Revoked => "revoked",
+        Outcome::InsufficientScope => "insufficient_scope",
+    }
+}
+
+/// Every metric tokend exports.
+pub struct Metrics {
+    registry: Registry,
+    verify: [Counter; 6],
+    admin: Family<Labels, Counter>,
+    latency: [Histogram; 6],
+    tokens: Family<Labels, Gauge>,
+    flush: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let verify_family = Family::<Labels, Counter>::default();
+        let verify = OUTCOMES.map(|o| verify_family.get_or_create(&vec![("result", outcome_name(o))]).clone());
+        registry.register("tokend_verify", "Verify calls by result", verify_family);
+        let admin = Family::<Labels, Counter>::default();
+        registry.register("tokend_admin_requests", "Admin calls by RPC and gRPC status code", admin.clone());
+        // 10 µs to 2.5 s: Verify handlers take microseconds, durable writes milliseconds.
+        let buckets =
+            [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let latency_family =
+            Family::<Labels, Histogram, _>::new_with_constructor(move || Histogram::new(buckets.iter().copied()));
+        let latency = Rpc::ALL.map(|r| latency_family.get_or_create(&vec![("rpc", r.name())]).clone());
+        registry.register("tokend_request_duration_seconds", "Handler latency per RPC", latency_family);
+        let tokens = Family::<Labels, Gauge>::default();
+        registry.register("tokend_tokens", "Tokens by status, at scrape time", tokens.clone());
+        let flush = Histogram::new(buckets.iter().copied());
+        registry.register("tokend_store_flush_duration_seconds", "Latency of each shared store flush", flush.clone());
+        registry.register("tokend_build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+        Metrics { registry, verify, admin, latency, tokens, flush }
+    }
+
+    /// Records a Verify call.
+    #[inline]
+    pub fn verify(&self, outcome: Outcome, elapsed: Duration) {
+        // OUTCOMES and Rpc::ALL list the variants in declaration order.
+        self.verify[outcome as usize].inc();
+        self.latency[Rpc::Verify as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Records an admin call, refused or answered.
+    pub fn admin(&self, rpc: Rpc, code: tonic::Code, elapsed: Duration) {
+        self.admin.get_or_create(&vec![("rpc", rpc.name()), ("code", code_name(code))]).inc();
+        self.latency[rpc as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one store flush.
+    pub fn flush(&self, elapsed: Duration) {
+        self.flush.observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every metric, with token counts taken now.
+    pub fn render(&self, index: &Index, now: Time) -> String {
+        let (active, expired, revoked) = index.count_by_status(now);
+        for (status, n) in [("active", active), ("expired", expired), ("revoked", revoked)] {
+            self.tokens.get_or_create(&vec![("status", status)]).set(n as i64);
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` (HTTP/1.1) until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    index: Arc<Index>,
+    clock: crate::clock::Clock,
+) {
+    use http_body_util::Full;
+    use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
+
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let (metrics, index, clock) = (metrics.clone(), index.clone(), clock.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = if req.uri().path() == "/metrics" {
+                    let body = metrics.render(&index, clock.now());
+                    Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                        .body(Full::new(Bytes::from(body)))
+                } else {
+                    Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"not found\n")))
+                };
+                std::future::ready(response)
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
