@@ -64,6 +64,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
 
+    /// File holding 43 random base62 characters from which the first admin
+    /// token is completed (`<prefix>_<seed><checksum>`; see `tokend token
+    /// from-seed`). For deployment tools that cannot compute the checksum.
+    #[arg(long, env = "TOKEND_BOOTSTRAP_TOKEN_SEED_FILE", conflicts_with = "bootstrap_token_file")]
+    pub bootstrap_token_seed_file: Option<PathBuf>,
+
     /// The first admin token itself (environment only: a flag would show in
     /// `ps`).
     #[arg(skip)]
@@ -97,21 +103,30 @@ impl ServeArgs {
         token::validate_prefix(&self.token_prefix).map_err(|_| {
             format!("--token-prefix {:?}: must be 1-16 of [a-z0-9], starting with a letter", self.token_prefix)
         })?;
-        let bootstrap_token =
-            match (&self.bootstrap_token_file, &self.bootstrap_token) {
-                (Some(path), _) => {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|e| format!("--bootstrap-token-file {}: {e}", path.display()))?;
-                    Some(Secret::from_text(text.trim()).map_err(|e| {
+        let bootstrap_token = match (&self.bootstrap_token_seed_file, &self.bootstrap_token_file, &self.bootstrap_token)
+        {
+            (Some(path), _, _) => {
+                let seed = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--bootstrap-token-seed-file {}: {e}", path.display()))?;
+                Some(Secret::from_body(&self.token_prefix, seed.trim()).map_err(|_| {
+                    format!("--bootstrap-token-seed-file {}: must hold 43 characters of [A-Za-z0-9]", path.display())
+                })?)
+            }
+            (None, Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--bootstrap-token-file {}: {e}", path.display()))?;
+                Some(
+                    Secret::from_text(text.trim()).map_err(|e| {
                         format!("--bootstrap-token-file {}: not a well-formed token ({e})", path.display())
-                    })?)
-                }
-                (None, Some(text)) => Some(
-                    Secret::from_text(text.trim())
-                        .map_err(|e| format!("TOKEND_BOOTSTRAP_TOKEN: not a well-formed token ({e})"))?,
-                ),
-                (None, None) => None,
-            };
+                    })?,
+                )
+            }
+            (None, None, Some(text)) => Some(
+                Secret::from_text(text.trim())
+                    .map_err(|e| format!("TOKEND_BOOTSTRAP_TOKEN: not a well-formed token ({e})"))?,
+            ),
+            (None, None, None) => None,
+        };
         let mut config = Config::new(self.data_dir);
         config.store_cache_bytes = self.store_cache_mb << 20;
         config.fsync = self.fsync;

@@ -35,6 +35,15 @@ enum TokenCommand {
         #[arg(long, env = "TOKEND_TOKEN_PREFIX", default_value = token::DEFAULT_PREFIX)]
         prefix: String,
     },
+    /// Print the token that --bootstrap-token-seed-file makes of a seed.
+    FromSeed {
+        /// File holding the 43-character seed (`-` for standard input).
+        #[arg(long, default_value = "-")]
+        file: std::path::PathBuf,
+        /// Token prefix (as the server's --token-prefix).
+        #[arg(long, env = "TOKEND_TOKEN_PREFIX", default_value = token::DEFAULT_PREFIX)]
+        prefix: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +72,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Client(_) => unreachable!("handled in main"),
         Command::Bench(args) => tokend::loadgen::run(&args).map_err(|e| anyhow::anyhow!(e)),
+        Command::Token(TokenCommand::FromSeed { file, prefix }) => {
+            let seed = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read the seed from stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let token = token::Secret::from_body(&prefix, seed.trim()).map_err(|_| {
+                anyhow::anyhow!("the seed must be 43 characters of [A-Za-z0-9]; the prefix 1-16 of [a-z0-9]")
+            })?;
+            println!("{}", token.expose());
+            Ok(())
+        }
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);
             args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();

@@ -111,6 +111,27 @@ impl Secret {
         Secret(Zeroizing::new(text))
     }
 
+    /// Completes a token from a random body the caller generated (43 base62
+    /// characters): `<prefix>_<body><checksum>`. This lets a deployment tool
+    /// that can make random strings but not CRC-32 (a Helm template) create
+    /// the first admin token.
+    pub fn from_body(prefix: &str, body: &str) -> Result<Secret, Malformed> {
+        validate_prefix(prefix)?;
+        if body.len() != BODY_LEN {
+            return Err(Malformed::Shape);
+        }
+        if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Malformed::Alphabet);
+        }
+        let mut text = String::with_capacity(prefix.len() + 1 + BODY_LEN + CHECKSUM_LEN);
+        text.push_str(prefix);
+        text.push('_');
+        text.push_str(body);
+        let crc = crc32fast::hash(text.as_bytes());
+        push_base62_fixed(u64::from(crc), CHECKSUM_LEN, &mut text);
+        Ok(Secret(Zeroizing::new(text)))
+    }
+
     /// Accepts `text` as a token if it is well-formed (no header scheme, no
     /// surrounding whitespace). Used for bootstrap tokens handed in by operators.
     pub fn from_text(text: &str) -> Result<Secret, Malformed> {
@@ -350,6 +371,18 @@ mod tests {
         assert!(parse(&t).is_err());
         let t = format!("tк_{}", &s.expose()[3..]);
         assert!(parse(&t).is_err());
+    }
+
+    #[test]
+    fn a_token_completed_from_a_body_is_well_formed_and_stable() {
+        let s = Secret::generate("tk");
+        let body = &s.expose()[3..3 + BODY_LEN];
+        assert_eq!(Secret::from_body("tk", body).unwrap(), s, "the same body gives the same token");
+        let other = Secret::from_body("acme", body).unwrap();
+        assert!(parse_bare(other.expose()).is_ok());
+        assert_eq!(Secret::from_body("tk", &body[1..]).err(), Some(Malformed::Shape));
+        assert_eq!(Secret::from_body("tk", &format!("{}_", &body[1..])).err(), Some(Malformed::Alphabet));
+        assert_eq!(Secret::from_body("TK", body).err(), Some(Malformed::Prefix));
     }
 
     #[test]

@@ -159,3 +159,34 @@ async fn last_used_times_are_persisted_on_the_interval_not_only_at_shutdown() {
     drop(admin);
     assert!(p.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_seed_file_makes_the_admin_token_that_token_from_seed_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed: String = Secret::generate("tk").expose()[3..3 + tokend::token::BODY_LEN].to_owned();
+    let seed_file = dir.path().join("seed");
+    std::fs::write(&seed_file, format!("{seed}\n")).unwrap();
+    let out = Command::new(BIN).args(["token", "from-seed", "--file"]).arg(&seed_file).output().unwrap();
+    assert!(out.status.success());
+    let admin_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    Secret::from_text(&admin_token).expect("well-formed");
+
+    let mut p = Process::serve(&dir.path().join("data"), &["--bootstrap-token-seed-file", seed_file.to_str().unwrap()]);
+    let addr = p.addr();
+    assert!(!p.log().contains("was generated"));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut admin = pb::token_service_client::TokenServiceClient::with_interceptor(channel, Bearer(admin_token));
+    admin.list(pb::ListRequest::default()).await.expect("the completed token is the admin token");
+    drop(admin);
+    assert!(p.terminate().success());
+
+    std::fs::write(&seed_file, "too-short").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .args(["--bootstrap-token-seed-file", seed_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bootstrap-token-seed-file"));
+}
