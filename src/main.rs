@@ -105,6 +105,7 @@ async fn serve(
     metrics_listen: Option<std::net::SocketAddr>,
     config: tokend::Config,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let mut tokend = Tokend::open(config).await?;
     if let Some(secret) = tokend.take_bootstrap_secret() {
         print_bootstrap_banner(&secret);
@@ -127,7 +128,7 @@ async fn serve(
         None => None,
     };
     let listeners = tokend::server::Listeners { grpc: listener, admin: admin_listener, metrics };
-    tokend.serve_on(listeners, shutdown_signal()).await?;
+    tokend.serve_on(listeners, shutdown).await?;
     Ok(())
 }
 
@@ -146,24 +147,17 @@ fn print_bootstrap_banner(secret: &token::Secret) {
     );
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers for SIGTERM and SIGINT at once — before the store is opened,
+/// so a signal during start-up ends in a graceful stop rather than the
+/// default kill — and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-    }
+    })
 }
