@@ -110,26 +110,23 @@ async fn serve(
     if let Some(secret) = tokend.take_bootstrap_secret() {
         print_bootstrap_banner(&secret);
     }
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let admin_listener = match admin_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
-        ),
-        None => None,
+    let listeners = tokend::server::Listeners {
+        grpc: bind(listen, "--listen").await?,
+        admin: match admin_listen {
+            Some(addr) => Some(bind(addr, "--admin-listen").await?),
+            None => None,
+        },
+        metrics: match metrics_listen {
+            Some(addr) => Some(bind(addr, "--metrics-listen").await?),
+            None => None,
+        },
     };
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
-        ),
-        None => None,
-    };
-    let listeners = tokend::server::Listeners { grpc: listener, admin: admin_listener, metrics };
     tokend.serve_on(listeners, shutdown).await?;
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({flag})"))
 }
 
 /// The one place a secret is printed outside a gRPC response: the generated
