@@ -65,6 +65,16 @@ impl Committer {
 
     /// Waits until everything applied to the store before this call is durable.
     pub async fn sync(&self) -> Result<(), StoreError> {
+        self.enqueue()?.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// [`Committer::sync`] for plain threads (background work that must not
+    /// occupy an async worker). Never call it on an async worker.
+    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.enqueue()?.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn enqueue(&self) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,7 +84,7 @@ impl Committer {
             q.waiters.push(tx);
         }
         self.shared.wake.notify_one();
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        Ok(rx)
     }
 
     /// Number of flushes made so far.

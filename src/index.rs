@@ -256,7 +256,12 @@ impl Index {
 
     /// Takes the last-used times changed since the previous call.
     pub fn take_last_used(&self) -> Vec<(TokenId, Time)> {
-        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        // Hand the queue a vector as large as the one taken, allocated here,
+        // off the Verify path: left to grow from empty, it would reallocate
+        // and copy up to a million pointers inside `touch`, under the lock.
+        let capacity = lock(&self.dirty).len();
+        let mut dirty = Vec::with_capacity(capacity);
+        std::mem::swap(&mut *lock(&self.dirty), &mut dirty);
         dirty
             .into_iter()
             .filter_map(|e| {
@@ -391,6 +396,20 @@ mod tests {
         assert!(index.take_last_used().is_empty());
         index.touch(&e, Time(12_000_000_000));
         assert_eq!(index.take_last_used(), vec![(r.id, Time(12_000_000_000))]);
+    }
+
+    #[test]
+    fn the_dirty_queue_keeps_its_capacity_across_passes() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let records: Vec<_> = (0..1000).map(|_| record(&ids, "a")).collect();
+        index.apply(&records.iter().cloned().map(Change::Put).collect::<Vec<_>>());
+        for r in &records {
+            index.touch(&index.lookup(&r.hash).unwrap(), Time(5_000_000_000));
+        }
+        assert_eq!(index.take_last_used().len(), 1000);
+        // The next interval's uses must not regrow the queue inside `touch`.
+        assert!(lock(&index.dirty).capacity() >= 1000);
     }
 
     #[test]

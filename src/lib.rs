@@ -12,7 +12,8 @@
 //!   the only code that sees secrets), [`record`], [`spec`], [`id`],
 //!   [`clock`], [`error`].
 //! * [`store`] is the only code that touches sled; [`commit`] shares its
-//!   flushes among concurrent writers.
+//!   flushes among concurrent writers; [`last_used`] persists last-used
+//!   times in the background.
 //! * [`loadgen`] (`tokend bench`) and [`seed`] measure all of the above.
 //!
 //! Dependencies point one way: service → domain → store. Protobuf types stay
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod id;
 pub mod index;
+pub mod last_used;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;

@@ -14,10 +14,10 @@
 //!   store flushes made per 100 writes;
 //! * the tail (`--mode tail`): Verify against Check at p99 and p99.9,
 //!   sequentially and at 64 in flight, while last-used times are persisted
-//!   every second and every token in use is dirty at each tick — the
+//!   every second and every token in use is dirty at each tick: the
 //!   Verify calls walk the whole token set, and a background thread uses
-//!   150,000 more tokens a second in process, as a replica at 1M tokens and
-//!   ~30,000 Verify/s with a 5 s interval would;
+//!   30,000 more tokens a second in process (`--tail-dirty-per-second`), as
+//!   other clients of a busy replica would;
 //! * start-up of the real binary: time to SERVING and resident memory.
 //!
 //! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1.
@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// Where to build the throwaway store (default: the system temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Tail phase: how often last-used times are persisted.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_positive_duration)]
+    pub tail_interval: Duration,
+    /// Tail phase: tokens a background thread uses per second, besides the
+    /// Verify calls (0 = none).
+    #[arg(long, default_value_t = 30_000)]
+    pub tail_dirty_per_second: usize,
 }
 
 /// Length of one measurement block; Verify and Check blocks alternate.
@@ -187,11 +194,6 @@ enum Phases {
     Tail,
 }
 
-/// The persistence interval in the tail phase.
-const TAIL_TICK: Duration = Duration::from_secs(1);
-/// Tokens the tail phase's background thread uses per second.
-const TAIL_DIRTY_PER_SECOND: usize = 150_000;
-
 /// Runs a server in this process (its own runtime, as a separate process
 /// would have) and the client on another runtime.
 fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, phases: Phases) -> Result<(), BoxError> {
@@ -199,11 +201,10 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
     let mut config = Config::new(dir);
     config.fsync = args.fsync;
     if phases == Phases::Tail {
-        config.last_used_flush_interval = TAIL_TICK;
+        config.last_used_flush_interval = args.tail_interval;
     }
     let tokend = server_rt.block_on(Tokend::open(config))?;
     let registry = tokend.registry().clone();
-    let verifier = tokend.verifier().clone();
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -217,7 +218,7 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
     let result = client_rt.block_on(async move {
         let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
         if phases == Phases::Tail {
-            return tail(&channel, &valid, &verifier, seconds).await;
+            return tail(&channel, &valid, registry.index(), args).await;
         }
         if matches!(args.mode, Mode::All | Mode::Verify) {
             verify_vs_check(&channel, &valid, seconds).await?;
@@ -369,46 +370,57 @@ async fn verify_vs_check(channel: &Channel, tokens: &Arc<Vec<String>>, seconds: 
 }
 
 /// Verify against Check, sequentially and at 64 in flight, with last-used
-/// persistence every [`TAIL_TICK`] and every token in use dirty at each
+/// persistence every `--tail-interval` and every token in use dirty at each
 /// tick (see the module doc).
 async fn tail(
     channel: &Channel,
     tokens: &Arc<Vec<String>>,
-    verifier: &Arc<crate::verify::Verifier>,
-    seconds: f64,
+    index: &Arc<crate::index::Index>,
+    args: &BenchArgs,
 ) -> Result<(), BoxError> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let dirtier = {
-        let (tokens, verifier, stop) = (tokens.clone(), verifier.clone(), stop.clone());
+        // The hashes are computed up front, so the thread costs what the
+        // index's own bookkeeping costs (a lookup and a touch per token), in
+        // slices every 10 ms: a smooth background load, not bursts that
+        // would take a core from the server and blur what is measured.
+        let hashes: Vec<_> =
+            tokens.iter().filter_map(|t| crate::token::parse(t).ok().map(crate::token::hash_token)).collect();
+        let (index, stop) = (index.clone(), stop.clone());
+        let slice = args.tail_dirty_per_second / 100;
         std::thread::Builder::new().name("bench-dirtier".into()).spawn(move || {
-            // Ten slices a second, walking the token set from its far end so
-            // these uses rarely fall on a token the gRPC calls just used.
-            let slice = TAIL_DIRTY_PER_SECOND / 10;
+            // Walks the token set from its far end, so these uses rarely fall
+            // on a token the gRPC calls just used.
             let mut next = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let started = Instant::now();
+                let now = Clock::System.now();
                 for _ in 0..slice {
-                    let token = &tokens[tokens.len() - 1 - next % tokens.len()];
-                    verifier.verify(token, &["orders:read"]);
+                    if let Some(entry) = index.lookup(&hashes[hashes.len() - 1 - next % hashes.len()]) {
+                        index.touch(&entry, now);
+                    }
                     next += 1;
                 }
-                std::thread::sleep(Duration::from_millis(100).saturating_sub(started.elapsed()));
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(started.elapsed()));
             }
         })?
     };
-    let result = tail_phases(channel, tokens, seconds).await;
+    let result = tail_phases(channel, tokens, args).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = dirtier.join();
     result
 }
 
-async fn tail_phases(channel: &Channel, tokens: &Arc<Vec<String>>, seconds: f64) -> Result<(), BoxError> {
+async fn tail_phases(channel: &Channel, tokens: &Arc<Vec<String>>, args: &BenchArgs) -> Result<(), BoxError> {
+    let seconds = args.seconds;
     let verify = Call::Verify(VerifyServiceClient::new(channel.clone()), tokens.clone());
     let check = Call::Check(HealthClient::new(channel.clone()));
     println!(
-        "\n== tail: last-used persisted every {TAIL_TICK:?}, every token in use dirty \
-         ({} tokens walked by the calls, {TAIL_DIRTY_PER_SECOND}/s more in process), {seconds} s each",
-        tokens.len()
+        "\n== tail: last-used persisted every {:?}, every token in use dirty \
+         ({} tokens walked by the calls, {}/s more in process), {seconds} s each",
+        args.tail_interval,
+        tokens.len(),
+        args.tail_dirty_per_second,
     );
     println!("{:<28}{:>14}{:>14}{:>9}", "", "Verify", "Check", "ratio");
     for in_flight in [1, 64] {

@@ -3,16 +3,22 @@
 //!
 //! Every mutation runs the same three steps:
 //!
-//! 1. under `write_lock` (a plain mutex, never held across an `.await`):
-//!    read the current state from the index, check the rules, build the new
-//!    records, apply them atomically to the store (in memory, not yet
-//!    durable) and to the index — so a revocation is visible to Verify from
-//!    here on;
+//! 1. on the blocking pool, under `write_lock` (a plain mutex): read the
+//!    current state from the index, check the rules, build the new records,
+//!    apply them atomically to the store (in memory, not yet durable) and to
+//!    the index — so a revocation is visible to Verify from here on;
 //! 2. outside the lock, wait for a shared flush ([`Committer::sync`]);
 //! 3. only then answer. An acknowledged change is durable.
 //!
 //! Serialising step 1 makes quotas exact and each token's history linear;
 //! keeping the flush outside it lets concurrent writers share one flush.
+//! Step 1 runs on the blocking pool because it may wait: for the mutex
+//! behind other writers, and for sled to page a tree node in from disk. An
+//! async worker waiting there would stall every Verify queued behind it.
+//!
+//! The same goes for work proportional to the token set: a filtered List
+//! may scan the whole index, and last-used persistence writes every token
+//! used since the last pass (see [`Registry::persist_last_used`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,7 +31,7 @@ use crate::{
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
     spec::TokenSpec,
     store::{Change, Store, StoreError},
-    token::Secret,
+    token::{Secret, TokenHash},
 };
 
 /// Settings of the admin rules.
@@ -95,7 +101,7 @@ impl Registry {
     /// Creates the first admin token unless one was ever created. Uses
     /// `given` if the operator supplied one, else generates one and returns
     /// it so it can be shown once.
-    pub async fn bootstrap(&self, already: bool, given: Option<Secret>) -> Result<Option<Created>, Error> {
+    pub async fn bootstrap(self: &Arc<Self>, already: bool, given: Option<Secret>) -> Result<Option<Created>, Error> {
         if already {
             return Ok(None);
         }
@@ -108,31 +114,33 @@ impl Registry {
         };
         let generated = given.is_none();
         let secret = given.unwrap_or_else(|| Secret::generate(&self.options.token_prefix));
-        let token = {
-            let _guard = self.lock();
-            let record = self.new_record(&secret, spec, self.clock.now(), None);
-            self.write_locked(vec![Change::Put(record.clone()), Change::Bootstrapped])?;
-            self.entry(record.id)?
-        };
-        self.committer.sync().await?;
+        let (hash, hint) = (secret.hash(), secret.hint());
+        let token = self
+            .write(move |this| {
+                let record = this.new_record(hash, hint, spec, this.clock.now(), None);
+                this.write_locked(vec![Change::Put(record.clone()), Change::Bootstrapped])?;
+                this.entry(record.id)
+            })
+            .await?;
         Ok(generated.then_some(Created { secret, token }))
     }
 
     /// Issues a new token.
-    pub async fn issue(&self, spec: TokenSpec) -> Result<Created, Error> {
+    pub async fn issue(self: &Arc<Self>, spec: TokenSpec) -> Result<Created, Error> {
         let secret = Secret::generate(&self.options.token_prefix);
-        let token = {
-            let _guard = self.lock();
-            let now = self.clock.now();
-            let limit = self.options.max_tokens_per_owner;
-            if limit > 0 && self.index.count_active(&spec.owner, now) >= limit as usize {
-                return Err(Error::QuotaExceeded { limit });
-            }
-            let record = self.new_record(&secret, spec, now, None);
-            self.write_locked(vec![Change::Put(record.clone())])?;
-            self.entry(record.id)?
-        };
-        self.committer.sync().await?;
+        let (hash, hint) = (secret.hash(), secret.hint());
+        let token = self
+            .write(move |this| {
+                let now = this.clock.now();
+                let limit = this.options.max_tokens_per_owner;
+                if limit > 0 && this.index.count_active(&spec.owner, now) >= limit as usize {
+                    return Err(Error::QuotaExceeded { limit });
+                }
+                let record = this.new_record(hash, hint, spec, now, None);
+                this.write_locked(vec![Change::Put(record.clone())])?;
+                this.entry(record.id)
+            })
+            .await?;
         Ok(Created { secret, token })
     }
 
@@ -141,87 +149,117 @@ impl Registry {
         self.entry(id)
     }
 
-    /// One page of tokens (see [`Index::list`]).
-    pub fn list(&self, owner: Option<&str>, status: Option<Status>, after: Option<TokenId>, limit: usize) -> Page {
-        self.index.list(ListQuery { owner, status, after, limit, now: self.clock.now() })
+    /// One page of tokens (see [`Index::list`]). On the blocking pool: with a
+    /// status filter that few tokens match, a page may scan the whole index.
+    pub async fn list(
+        self: &Arc<Self>,
+        owner: Option<String>,
+        status: Option<Status>,
+        after: Option<TokenId>,
+        limit: usize,
+    ) -> Result<Page, Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let owner = owner.as_deref();
+            this.index.list(ListQuery { owner, status, after, limit, now: this.clock.now() })
+        })
+        .await
+        .map_err(task_failed)
     }
 
     /// Revokes a token. Idempotent: a revoked token keeps its first revoke
     /// time and reason.
-    pub async fn revoke(&self, id: TokenId, reason: String) -> Result<Arc<Entry>, Error> {
-        let entry = {
-            let _guard = self.lock();
-            let current = self.entry(id)?;
+    pub async fn revoke(self: &Arc<Self>, id: TokenId, reason: String) -> Result<Arc<Entry>, Error> {
+        // Even a repeated revoke waits for a flush (`write` always does): the
+        // first may not be durable yet, and an OK must never acknowledge a
+        // change a crash could undo.
+        self.write(move |this| {
+            let current = this.entry(id)?;
             if current.record.revoke_time.is_some() {
-                current
-            } else {
-                let mut record = current.record.clone();
-                record.revoke_time = Some(self.clock.now());
-                record.revoke_reason = reason.into();
-                self.write_locked(vec![Change::Put(record)])?;
-                self.entry(id)?
+                return Ok(current);
             }
-        };
-        // Even a repeated revoke waits: the first may not be durable yet, and
-        // an OK must never acknowledge a change a crash could undo.
-        self.committer.sync().await?;
-        Ok(entry)
+            let mut record = current.record.clone();
+            record.revoke_time = Some(this.clock.now());
+            record.revoke_reason = reason.into();
+            this.write_locked(vec![Change::Put(record)])?;
+            this.entry(id)
+        })
+        .await
     }
 
     /// Replaces a token with a new one (same name, owner, scopes, labels and
     /// TTL length). The old token keeps working for `grace`, or is revoked at
     /// once if `grace` is `None`. Returns the new token and the old one.
-    pub async fn rotate(&self, id: TokenId, grace: Option<Duration>) -> Result<(Created, Arc<Entry>), Error> {
+    pub async fn rotate(
+        self: &Arc<Self>,
+        id: TokenId,
+        grace: Option<Duration>,
+    ) -> Result<(Created, Arc<Entry>), Error> {
         let secret = Secret::generate(&self.options.token_prefix);
-        let (token, previous) = {
-            let _guard = self.lock();
-            let now = self.clock.now();
-            let old = self.entry(id)?;
-            match old.record.status_at(now) {
-                Status::Revoked => return Err(Error::FailedPrecondition { id, why: "is revoked" }),
-                Status::Expired => return Err(Error::FailedPrecondition { id, why: "has expired" }),
-                Status::Active => {}
-            }
-            if old.record.rotated_to.is_some() {
-                return Err(Error::FailedPrecondition { id, why: "was already rotated; rotate its newest successor" });
-            }
-            let r = &old.record;
-            let spec = TokenSpec {
-                name: r.name.to_string(),
-                owner: r.owner.to_string(),
-                scopes: r.scopes.to_vec(),
-                labels: r.labels.clone(),
-                ttl: r.ttl,
-            };
-            let new = self.new_record(&secret, spec, now, Some(id));
-            let mut old_record = old.record.clone();
-            old_record.rotated_to = Some(new.id);
-            match grace {
-                None => {
-                    old_record.revoke_time = Some(now);
-                    old_record.revoke_reason = ROTATED_REASON.into();
+        let (hash, hint) = (secret.hash(), secret.hint());
+        let (token, previous) = self
+            .write(move |this| {
+                let now = this.clock.now();
+                let old = this.entry(id)?;
+                match old.record.status_at(now) {
+                    Status::Revoked => return Err(Error::FailedPrecondition { id, why: "is revoked" }),
+                    Status::Expired => return Err(Error::FailedPrecondition { id, why: "has expired" }),
+                    Status::Active => {}
                 }
-                Some(grace) => {
-                    let end = now.saturating_add(grace);
-                    old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
+                if old.record.rotated_to.is_some() {
+                    return Err(Error::FailedPrecondition {
+                        id,
+                        why: "was already rotated; rotate its newest successor",
+                    });
                 }
-            }
-            self.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)])?;
-            (self.entry(new.id)?, self.entry(id)?)
-        };
-        self.committer.sync().await?;
+                let r = &old.record;
+                let spec = TokenSpec {
+                    name: r.name.to_string(),
+                    owner: r.owner.to_string(),
+                    scopes: r.scopes.to_vec(),
+                    labels: r.labels.clone(),
+                    ttl: r.ttl,
+                };
+                let new = this.new_record(hash, hint, spec, now, Some(id));
+                let mut old_record = old.record.clone();
+                old_record.rotated_to = Some(new.id);
+                match grace {
+                    None => {
+                        old_record.revoke_time = Some(now);
+                        old_record.revoke_reason = ROTATED_REASON.into();
+                    }
+                    Some(grace) => {
+                        let end = now.saturating_add(grace);
+                        old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
+                    }
+                }
+                this.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)])?;
+                Ok((this.entry(new.id)?, this.entry(id)?))
+            })
+            .await?;
         Ok((Created { secret, token }, previous))
     }
 
     /// Persists the last-used times recorded since the previous call and
-    /// makes them durable. Returns how many were written.
-    pub async fn persist_last_used(&self) -> Result<usize, Error> {
+    /// makes them durable; returns how many were written. Blocking: call it
+    /// from a plain thread (see `last_used`), never an async worker.
+    ///
+    /// A busy replica may have a few hundred thousand tokens to write, so
+    /// they go to the store in chunks, with a pause between chunks: the
+    /// work is spread over a few milliseconds more instead of taking a core
+    /// from Verify in one burst.
+    pub fn persist_last_used(&self) -> Result<usize, Error> {
         let times = self.index.take_last_used();
         if times.is_empty() {
             return Ok(0);
         }
-        self.store.record_last_used(&times)?;
-        self.committer.sync().await?;
+        for (i, chunk) in times.chunks(LAST_USED_CHUNK).enumerate() {
+            if i > 0 {
+                std::thread::sleep(LAST_USED_PAUSE);
+            }
+            self.store.record_last_used(chunk)?;
+        }
+        self.committer.sync_blocking()?;
         Ok(times.len())
     }
 
@@ -233,11 +271,35 @@ impl Registry {
         result
     }
 
-    fn new_record(&self, secret: &Secret, spec: TokenSpec, now: Time, rotated_from: Option<TokenId>) -> TokenRecord {
+    /// Runs `step` (rule checks and `write_locked`) under the write lock on
+    /// the blocking pool, then waits for a shared flush.
+    async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        step: impl FnOnce(&Registry) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let this = self.clone();
+        let value = tokio::task::spawn_blocking(move || {
+            let _guard = this.lock();
+            step(&this)
+        })
+        .await
+        .map_err(task_failed)??;
+        self.committer.sync().await?;
+        Ok(value)
+    }
+
+    fn new_record(
+        &self,
+        hash: TokenHash,
+        hint: String,
+        spec: TokenSpec,
+        now: Time,
+        rotated_from: Option<TokenId>,
+    ) -> TokenRecord {
         TokenRecord {
             id: self.ids.next(now),
-            hash: secret.hash(),
-            hint: secret.hint().into(),
+            hash,
+            hint: hint.into(),
             name: spec.name.into(),
             owner: spec.owner.into(),
             scopes: spec.scopes.into_iter().collect(),
@@ -266,4 +328,15 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Last-used times go to the store this many at a time.
+const LAST_USED_CHUNK: usize = 4096;
+/// The pause between two chunks.
+const LAST_USED_PAUSE: Duration = Duration::from_millis(1);
+
+/// A blocking-pool task panicked or was cancelled (at shutdown). The panic
+/// itself is reported by the runtime; the caller sees a storage error.
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Store(StoreError::Io(format!("write task failed: {e}")))
 }

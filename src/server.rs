@@ -14,6 +14,7 @@ use crate::{
     auth::AdminAuth,
     clock::Clock,
     index::Index,
+    last_used::LastUsedWriter,
     metrics::Metrics,
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
@@ -130,6 +131,9 @@ pub enum ServeError {
     /// The final flush failed.
     #[error("final flush failed: {0}")]
     Flush(#[from] StoreError),
+    /// A background thread could not be started.
+    #[error("cannot start a background thread: {0}")]
+    Thread(String),
 }
 
 /// An opened tokend, ready to serve.
@@ -257,7 +261,8 @@ impl Tokend {
         health.set_serving::<TokenServiceServer<AdminService>>().await;
         health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
 
-        let persister = tokio::spawn(persist_last_used(registry.clone(), config.last_used_flush_interval));
+        let persister = LastUsedWriter::start(registry.clone(), config.last_used_flush_interval)
+            .map_err(|e| ServeError::Thread(e.to_string()))?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let oversize = oversize_is_invalid_argument(config.max_request_bytes);
         let router = |with_admin: bool, with_verify: bool| -> Result<_, ServeError> {
@@ -315,13 +320,15 @@ impl Tokend {
                 }
             }
         };
-        persister.abort();
         if let Some(task) = metrics_task {
             task.abort();
         }
-        let closed = tokio::task::spawn_blocking(move || registry.close())
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(format!("close task failed: {e}"))));
+        let closed = tokio::task::spawn_blocking(move || {
+            persister.stop();
+            registry.close()
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(format!("close task failed: {e}"))));
         served?;
         closed?;
         tracing::info!("shut down cleanly");
@@ -347,20 +354,5 @@ fn oversize_is_invalid_argument(
             headers.insert("grpc-message", message.clone());
         }
         response
-    }
-}
-
-/// Persists last-used times every `interval`.
-async fn persist_last_used(registry: Arc<Registry>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        match registry.persist_last_used().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(tokens = n, "last-used times persisted"),
-            Err(e) => tracing::warn!(error = %e, "cannot persist last-used times; will retry"),
-        }
     }
 }

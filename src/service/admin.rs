@@ -55,7 +55,7 @@ impl TokenService for AdminService {
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        self.call(Rpc::List, request, |_, req| async move { self.list(req) }).await
+        self.call(Rpc::List, request, |_, req| self.list(req)).await
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
@@ -104,7 +104,7 @@ impl AdminService {
         Ok(pb::GetResponse { token: Some(self.token(&entry)) })
     }
 
-    fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+    async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
         if req.owner.len() > spec::MAX_NAME_BYTES {
             return Err(Error::invalid("owner", format!("must be at most {} bytes", spec::MAX_NAME_BYTES)).into());
         }
@@ -115,8 +115,8 @@ impl AdminService {
             _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
         };
         let after = decode_page_token(&req.page_token)?;
-        let owner = (!req.owner.is_empty()).then_some(req.owner.as_str());
-        let page = self.registry.list(owner, status, after, limit);
+        let owner = (!req.owner.is_empty()).then_some(req.owner);
+        let page = self.registry.list(owner, status, after, limit).await?;
         Ok(pb::ListResponse {
             tokens: page.entries.iter().map(|e| self.token(e)).collect(),
             next_page_token: page.next_after.map(encode_page_token).unwrap_or_default(),
