@@ -139,7 +139,7 @@ fn run(shared: &Shared, store: &dyn Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{clock::Time, id::TokenId, store::Change};
+    use crate::{change::Change, clock::Time, id::TokenId};
     use std::sync::atomic::AtomicUsize;
 
     /// A store whose flush is slow, so waiters pile up behind it.

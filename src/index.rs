@@ -24,10 +24,10 @@ use std::{
 };
 
 use crate::{
+    change::Change,
     clock::Time,
     id::TokenId,
     record::{Labels, Scopes, Status, TokenRecord},
-    store::Change,
     token::TokenHash,
 };
 

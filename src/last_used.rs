@@ -53,12 +53,13 @@ impl LastUsedWriter {
 mod tests {
     use super::*;
     use crate::{
+        change::Change,
         clock::{Clock, Time},
         id::IdGenerator,
         index::Index,
         record,
         registry::RegistryOptions,
-        store::{Change, SledOptions, SledStore, Store},
+        store::{SledOptions, SledStore, Store},
         token::Secret,
     };
 

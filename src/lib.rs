@@ -9,9 +9,10 @@
 //!   mapping. [`auth`] authenticates the admin plane.
 //! * The domain: [`verify`] (the hot path), [`registry`] (the admin rules),
 //!   [`index`] (the in-memory token set), [`token`] (the token format and
-//!   the only code that sees secrets), [`record`], [`spec`], [`id`],
-//!   [`clock`], [`error`].
-//! * [`store`] is the only code that touches sled; [`commit`] shares its
+//!   the only code that sees secrets), [`record`], [`change`], [`spec`],
+//!   [`id`], [`clock`], [`error`].
+//! * [`store`] is the storage layer, one backend per file (sled only touched
+//!   in `store/sled.rs`); [`commit`] shares its
 //!   flushes among concurrent writers; [`last_used`] persists last-used
 //!   times in the background.
 //! * [`loadgen`] (`tokend bench`) and [`seed`] measure all of the above.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod change;
 pub mod cli;
 pub mod clock;
 pub mod commit;

@@ -23,6 +23,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
+    change::Change,
     clock::{Clock, Time},
     commit::{Committer, FlushObserver},
     error::Error,
@@ -30,7 +31,7 @@ use crate::{
     index::{Entry, Index, ListQuery, Page},
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
     spec::TokenSpec,
-    store::{Change, Store, StoreError},
+    store::{Store, StoreError},
     token::{Secret, TokenHash},
 };
 

@@ -5,10 +5,11 @@
 use std::{path::Path, time::Duration};
 
 use crate::{
+    change::Change,
     clock::Time,
     id::IdGenerator,
     record::{Scopes, TokenRecord},
-    store::{Change, SledOptions, SledStore, Store, StoreError},
+    store::{SledOptions, SledStore, Store, StoreError},
     token::Secret,
 };
 

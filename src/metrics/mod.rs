@@ -13,7 +13,7 @@
 //!
 //! On the Verify path recording is O(1) and lock-free: handles to the
 //! labelled series are resolved once at start-up, and the latency histogram
-//! is our own [`histogram::AtomicHistogram`], so a call costs three atomic
+//! is our own `AtomicHistogram` (in `histogram`), so a call costs three atomic
 //! adds, never a label lookup or a mutex. A scrape counts tokens by status
 //! by walking the index, so it runs on the blocking pool.
 

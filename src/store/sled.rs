@@ -1,11 +1,4 @@
-//! Durable storage of tokens: the only code that touches sled.
-//!
-//! [`Store`] is deliberately small and synchronous: apply a batch of changes
-//! atomically, make everything applied so far durable, load everything back.
-//! Group commit (many writers sharing one flush) lives above it in
-//! `commit`, so a future replicated backend gets it for free; that backend's
-//! change feed will deliver [`Change`]s to `Index::apply` just as local
-//! writes do.
+//! The embedded sled store: the only code that touches sled.
 //!
 //! Layout in sled: tree `tokens` (16-byte id → encoded record), tree
 //! `last_used` (16-byte id → big-endian i64 nanos), tree `meta` (flags).
@@ -15,64 +8,19 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
 use prost::Message as _;
 
-use crate::{clock::Time, id::TokenId, record::TokenRecord, token::TokenHash};
+use super::{Store, StoreError};
+use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord, token::TokenHash};
 
-/// A change to the token set, as stored and as applied to the index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[expect(clippy::large_enum_variant, reason = "nearly every change is a Put; boxing it would only add an allocation")]
-pub enum Change {
-    /// Create or replace a token's record.
-    Put(TokenRecord),
-    /// Record that the first admin token was created, so a restart never
-    /// creates another (the operator may have revoked it on purpose).
-    Bootstrapped,
-}
-
-/// Why the store failed. Messages name paths and keys, never secrets (the
-/// store holds none).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The data directory could not be opened (missing permissions, locked by
-    /// another process, corrupt).
-    #[error("cannot open the token store at {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    /// A read, write or flush failed.
-    #[error("token store I/O failed: {0}")]
-    Io(String),
-    /// A stored record could not be decoded.
-    #[error("corrupt token record under key {key}: {message}")]
-    Corrupt { key: String, message: String },
-    /// The store was closed (shutdown).
-    #[error("the token store is closed")]
-    Closed,
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
         StoreError::Io(e.to_string())
     }
-}
-
-/// A durable home for the token set.
-pub trait Store: Send + Sync + 'static {
-    /// Reads everything (start-up; blocking): calls `each` with every record,
-    /// in id order, and its persisted last-used time, streaming rather than
-    /// collecting a million records first. Returns whether the first admin
-    /// token was ever created.
-    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
-    /// Applies `changes` atomically: after a crash, all or none are present.
-    /// Not yet durable; see [`Store::flush`].
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
-    /// Stores last-used times (not yet durable).
-    fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError>;
-    /// Makes everything applied so far durable. Blocking.
-    fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// Settings of [`SledStore`].
@@ -89,10 +37,10 @@ pub struct SledOptions {
 
 /// The embedded sled store.
 pub struct SledStore {
-    db: sled::Db,
-    tokens: sled::Tree,
-    last_used: sled::Tree,
-    meta: sled::Tree,
+    db: ::sled::Db,
+    tokens: ::sled::Tree,
+    last_used: ::sled::Tree,
+    meta: ::sled::Tree,
     /// Handles fsynced after each flush (see [`SledOptions::fsync`]).
     sync_files: Vec<File>,
 }
@@ -104,7 +52,7 @@ impl SledStore {
     pub fn open(dir: &Path, options: &SledOptions) -> Result<SledStore, StoreError> {
         let open_err = |message: String| StoreError::Open { path: dir.to_path_buf(), message };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let config = sled::Config::new()
+        let config = ::sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
             // Our own committer flushes for every write batch; sled's background
@@ -135,11 +83,11 @@ impl SledStore {
     }
 }
 
-fn is_lock_error(e: &sled::Error) -> bool {
+fn is_lock_error(e: &::sled::Error) -> bool {
     e.to_string().contains("could not acquire lock")
 }
 
-fn describe_sled_open_error(e: sled::Error) -> String {
+fn describe_sled_open_error(e: ::sled::Error) -> String {
     let text = e.to_string();
     if is_lock_error(&e) {
         "the data directory is locked by another running process (is another tokend using it?)".to_owned()
@@ -168,7 +116,7 @@ impl Store for SledStore {
     }
 
     fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         let mut bootstrapped = false;
         for change in changes {
             match change {
@@ -181,18 +129,18 @@ impl Store for SledStore {
             return Ok(self.tokens.apply_batch(batch)?);
         }
         // The bootstrap token and its marker land together or not at all.
-        use sled::Transactional;
+        use ::sled::Transactional;
         (&self.tokens, &self.meta)
             .transaction(|(tokens, meta)| {
                 tokens.apply_batch(&batch)?;
                 meta.insert(META_BOOTSTRAPPED, &[1u8][..])?;
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| StoreError::Io(format!("{e:?}")))
+            .map_err(|e: ::sled::transaction::TransactionError<()>| StoreError::Io(format!("{e:?}")))
     }
 
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         for (id, t) in times {
             batch.insert(&id.to_bytes()[..], &t.0.to_be_bytes()[..]);
         }
