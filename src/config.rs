@@ -1,5 +1,5 @@
 //! Command-line and environment configuration of `tokend serve`, validated
-//! into a [`server::Config`] before anything is bound or opened.
+//! into a [`crate::server::Config`] before anything is bound or opened.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
