@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::{
     server::{Config, TlsFiles},
+    store::{PostgresOptions, postgres::Target},
     telemetry::LogFormat,
     token::{self, Secret},
 };
@@ -28,9 +29,25 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Directory of the embedded sled store (created if missing).
+    /// Directory of the embedded sled store (created if missing). Accepted
+    /// and unused with --store.
     #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./tokend-data")]
     pub data_dir: PathBuf,
+
+    /// A PostgreSQL store shared by several replicas, as a libpq URL
+    /// (postgres://user:password@host:port/db?sslmode=…); without it, sled
+    /// under --data-dir. The password is never logged.
+    #[arg(long, env = "TOKEND_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+
+    /// How long start-up waits for an unreachable database (--store).
+    #[arg(long, env = "TOKEND_STORE_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub store_connect_timeout: Duration,
+
+    /// How long one database operation may take; past it a write fails
+    /// with UNAVAILABLE (--store).
+    #[arg(long, env = "TOKEND_STORE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub store_timeout: Duration,
 
     /// sled page cache in MiB. Verify never reads sled, so this stays small.
     #[arg(long, env = "TOKEND_STORE_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -127,7 +144,17 @@ impl ServeArgs {
             ),
             (None, None, None) => None,
         };
+        let postgres = match self.store {
+            None => None,
+            Some(url) => {
+                // Checked now, before anything is bound; the message never
+                // repeats the URL, which may hold a password.
+                Target::parse(&url).map_err(|e| format!("--store: {e}"))?;
+                Some(PostgresOptions { url, connect_timeout: self.store_connect_timeout, timeout: self.store_timeout })
+            }
+        };
         let mut config = Config::new(self.data_dir);
+        config.postgres = postgres;
         config.store_cache_bytes = self.store_cache_mb << 20;
         config.fsync = self.fsync;
         config.token_prefix = self.token_prefix;

@@ -19,7 +19,7 @@ use crate::{
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
     service::{admin::AdminService, verify::VerifyApi},
-    store::{SledOptions, SledStore, Store, StoreError},
+    store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError},
     token::{self, Secret},
     verify::Verifier,
 };
@@ -28,8 +28,10 @@ use crate::{
 /// `config::ServeArgs`, or directly by tests and benchmarks.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// sled's directory.
+    /// sled's directory (unused with a PostgreSQL store).
     pub data_dir: PathBuf,
+    /// A PostgreSQL store instead of sled (`--store`).
+    pub postgres: Option<PostgresOptions>,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
     /// fsync after each flush (see `store::SledOptions::fsync`).
@@ -91,6 +93,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             data_dir: data_dir.into(),
+            postgres: None,
             store_cache_bytes: 16 << 20,
             fsync: true,
             token_prefix: token::DEFAULT_PREFIX.into(),
@@ -114,6 +117,9 @@ pub enum StartError {
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored record could not be decoded.
+    #[error("cannot open the token store at {store}: corrupt token record under key {key}: {message}")]
+    Corrupt { store: String, key: String, message: String },
     /// The first admin token could not be created.
     #[error("cannot create the bootstrap admin token: {0}")]
     Bootstrap(#[from] crate::error::Error),
@@ -168,27 +174,7 @@ impl Tokend {
             ))
         })?;
         let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
-        let (dir, options) =
-            (config.data_dir.clone(), SledOptions { cache_bytes: config.store_cache_bytes, fsync: config.fsync });
-        // sled is blocking: open and read it off the async workers.
-        let (store, bootstrapped, index) = tokio::task::spawn_blocking(move || {
-            let store = SledStore::open(&dir, &options)?;
-            let index = Index::default();
-            let bootstrapped =
-                store.load(&mut |record, used| index.insert_loaded(record, used)).map_err(|e| match e {
-                    StoreError::Corrupt { key, message } => StoreError::Open {
-                        path: dir.clone(),
-                        message: format!("corrupt token record under key {key}: {message}"),
-                    },
-                    other => other,
-                })?;
-            Ok::<_, StoreError>((store, bootstrapped, index))
-        })
-        .await
-        .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))??;
-        let store: Arc<dyn Store> = Arc::new(store);
-        let index = Arc::new(index);
-        tracing::info!(tokens = index.len(), data_dir = %config.data_dir.display(), "token store loaded");
+        let (store, bootstrapped, index) = open_store(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
         let registry = Arc::new(Registry::new(
@@ -334,6 +320,40 @@ impl Tokend {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Opens the configured store and loads the index from it.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, bool, Arc<Index>), StartError> {
+    let (store, described): (Arc<dyn Store>, String) = match &config.postgres {
+        Some(options) => {
+            let store = PostgresStore::connect(options).await?;
+            let described = store.target().to_owned();
+            (Arc::new(store), described)
+        }
+        None => {
+            let (dir, options) =
+                (config.data_dir.clone(), SledOptions { cache_bytes: config.store_cache_bytes, fsync: config.fsync });
+            // sled is blocking: open it off the async workers.
+            let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, &options))
+                .await
+                .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))??;
+            (Arc::new(store), config.data_dir.display().to_string())
+        }
+    };
+    let loading = store.clone();
+    let (bootstrapped, index) = tokio::task::spawn_blocking(move || {
+        let index = Index::default();
+        let bootstrapped = loading.load(&mut |record, used| index.insert_loaded(record, used))?;
+        Ok::<_, StoreError>((bootstrapped, index))
+    })
+    .await
+    .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))?
+    .map_err(|e| match e {
+        StoreError::Corrupt { key, message } => StartError::Corrupt { store: described.clone(), key, message },
+        other => StartError::Store(other),
+    })?;
+    tracing::info!(tokens = index.len(), store = %described, "token store loaded");
+    Ok((store, bootstrapped, Arc::new(index)))
 }
 
 /// tonic refuses a request over `--max-request-bytes` with OUT_OF_RANGE

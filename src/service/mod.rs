@@ -18,6 +18,10 @@ pub fn status(e: Error) -> Status {
         Error::FailedPrecondition { .. } => Status::failed_precondition(e.to_string()),
         Error::QuotaExceeded { .. } => Status::resource_exhausted(e.to_string()),
         Error::ShuttingDown | Error::Store(StoreError::Closed) => Status::unavailable(Error::ShuttingDown.to_string()),
+        Error::Store(StoreError::Unavailable(detail)) => {
+            tracing::warn!(error = %detail, "token store unavailable");
+            Status::unavailable("the token store is unavailable; nothing was changed, retry later")
+        }
         Error::Store(inner) => {
             // The detail (paths, sled's message) is for the operator's log,
             // not for the caller.

@@ -7,13 +7,19 @@
 //! async worker. The registry and the index do not know which backend they
 //! run on; they speak [`Change`], the domain's vocabulary.
 //!
-//! Backends: `sled.rs` (embedded, the default).
+//! Backends: `sled.rs` (embedded, the default) and `postgres/` (shared by
+//! several replicas).
 
+mod codec;
+pub mod postgres;
 mod sled;
 
 use std::path::PathBuf;
 
-pub use self::sled::{SledOptions, SledStore};
+pub use self::{
+    postgres::{PostgresOptions, PostgresStore},
+    sled::{SledOptions, SledStore},
+};
 use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
 
 /// Why the store failed. Messages name paths and keys, never secrets (the
@@ -33,6 +39,13 @@ pub enum StoreError {
     /// The store was closed (shutdown).
     #[error("the token store is closed")]
     Closed,
+    /// A database store could not be used at start-up. `target` names it
+    /// without its password.
+    #[error("cannot use the PostgreSQL store {target}: {message}")]
+    Connect { target: String, message: String },
+    /// The database could not be reached, or did not answer in time.
+    #[error("the token store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A durable home for the token set.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod process;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -1,0 +1,98 @@
+//! The PostgreSQL schema, as an ordered list of migrations, and the code
+//! that applies them at start-up.
+//!
+//! Replicas starting together race to migrate, so the whole check-and-apply
+//! runs under a session advisory lock: the first applies what is missing,
+//! the others wait and then find nothing to do. A database migrated by a
+//! newer tokend (a version this binary does not know) is refused rather
+//! than written with the wrong assumptions.
+
+use tokio_postgres::Client;
+
+/// Key of the advisory lock held while migrating ("tokend" in ASCII).
+const LOCK_KEY: i64 = 0x746f_6b65_6e64;
+
+/// Each migration runs once, in its own transaction, in order.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    // Timestamps are nanoseconds since the epoch (bigint), as in memory:
+    // timestamptz keeps microseconds, and a record must read back equal to
+    // what was written. `record` is the same encoding sled stores; `owner`
+    // is kept beside it for queries by owner.
+    "CREATE TABLE tokend_tokens (
+         id        bytea  PRIMARY KEY,
+         owner     text   NOT NULL,
+         record    bytea  NOT NULL,
+         last_used bigint
+     );
+     CREATE INDEX tokend_tokens_owner ON tokend_tokens (owner);
+     CREATE TABLE tokend_meta (
+         key   text PRIMARY KEY,
+         value text NOT NULL
+     );",
+)];
+
+/// The newest schema version this binary knows.
+pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database was migrated by a newer tokend.
+    #[error(
+        "the database schema is at version {found}, newer than this tokend supports ({LATEST}); \
+         run a tokend at least as new as the one that migrated it"
+    )]
+    Newer { found: i32 },
+    /// PostgreSQL refused or failed a statement.
+    #[error("migration failed: {}", super::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Applies every migration the database lacks; returns the version found
+/// before migrating.
+pub async fn run(client: &mut Client) -> Result<i32, MigrateError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+    let result = migrate_locked(client).await;
+    // Unlock on failure too; a dropped connection releases it as well.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    let found = result?;
+    unlocked?;
+    Ok(found)
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<i32, MigrateError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS tokend_schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let row = client.query_one("SELECT coalesce(max(version), 0) FROM tokend_schema_migrations", &[]).await?;
+    let found: i32 = row.get(0);
+    if found > LATEST {
+        return Err(MigrateError::Newer { found });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO tokend_schema_migrations (version) VALUES ($1)", &[version]).await?;
+        tx.commit().await?;
+        tracing::info!(version, "database schema migrated");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_from_one() {
+        for (i, (version, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, i + 1);
+        }
+    }
+}

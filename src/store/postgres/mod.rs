@@ -1,0 +1,279 @@
+//! The PostgreSQL store (`--store postgres://…`), for several replicas
+//! sharing one token set.
+//!
+//! It implements the same small [`Store`] trait as sled, so the registry and
+//! the index do not know which backend they run on. The trait is blocking
+//! (the registry calls it from the blocking pool and its own threads), so
+//! each method runs its queries on the runtime through a [`Handle`], bounded
+//! by `--store-timeout`: a database that does not answer makes a write fail
+//! with UNAVAILABLE, never hang, and never answer a false OK. [`Store::apply`]
+//! commits, so an acknowledged write is a committed one and
+//! [`Store::flush`] has nothing left to do.
+//!
+//! Tables (see `migrations`): `tokend_tokens` (id → record, encoded as sled
+//! stores it, the owner beside it, and the last-used time, which only ever
+//! moves forward), `tokend_meta` (the bootstrap flag) and
+//! `tokend_schema_migrations`.
+
+mod migrations;
+mod target;
+
+use std::{future::Future, time::Duration};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::runtime::Handle;
+use tokio_postgres::types::ToSql;
+use tokio_stream::StreamExt as _;
+
+pub use self::target::Target;
+use super::{
+    Store, StoreError,
+    codec::{decode, encode},
+};
+use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
+
+/// Settings of [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The `postgres://` URL (it may hold a password: never log it).
+    pub url: String,
+    /// How long start-up waits for an unreachable database.
+    pub connect_timeout: Duration,
+    /// How long one store operation may take before it fails as UNAVAILABLE.
+    pub timeout: Duration,
+}
+
+/// Connections per replica: writes are serialised by the registry, so
+/// these serve one writer, the last-used thread and a few readers.
+const POOL_SIZE: usize = 8;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    runtime: Handle,
+    timeout: Duration,
+    /// The database, as logs and errors name it (no password).
+    target: String,
+}
+
+impl PostgresStore {
+    /// Connects, waiting with backoff for up to `connect_timeout` while the
+    /// database is unreachable, and brings the schema up to date. Errors
+    /// the database answers with (a wrong password, a missing database, a
+    /// schema newer than this binary) are final at once.
+    pub async fn connect(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let Target { mut config, tls } =
+            Target::parse(&options.url).map_err(|message| StoreError::Connect { target: "--store".into(), message })?;
+        let target = target::describe(&config);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.timeout);
+        }
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .build()
+            .map_err(|e| StoreError::Connect { target: target.clone(), message: e.to_string() })?;
+        let store = PostgresStore { pool, runtime: Handle::current(), timeout: options.timeout, target };
+        store.wait_and_migrate(options.connect_timeout).await?;
+        Ok(store)
+    }
+
+    async fn wait_and_migrate(&self, connect_timeout: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let error = match self.pool.get().await {
+                Ok(mut client) => {
+                    return match migrations::run(&mut client).await {
+                        Ok(found) => {
+                            tracing::info!(store = %self.target, schema = migrations::LATEST, was = found, "database ready");
+                            Ok(())
+                        }
+                        Err(e) => Err(self.connect_error(e.to_string())),
+                    };
+                }
+                Err(e) => e,
+            };
+            if !is_transient(&error) {
+                return Err(self.connect_error(describe_pool_error(&error)));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(self.connect_error(format!(
+                    "not reachable within --store-connect-timeout ({connect_timeout:?}): {}",
+                    describe_pool_error(&error)
+                )));
+            }
+            tracing::warn!(store = %self.target, error = %describe_pool_error(&error), retry_in = ?delay, "database not reachable; waiting");
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The database, as logs name it (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn connect_error(&self, message: String) -> StoreError {
+        StoreError::Connect { target: self.target.clone(), message }
+    }
+
+    /// Runs `work` on the runtime from a blocking thread, bounded by
+    /// `--store-timeout`.
+    fn block<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let timeout = self.timeout;
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "{} did not answer within --store-timeout ({timeout:?})",
+                    self.target
+                )))
+            })
+        })
+    }
+
+    fn pg(&self, e: tokio_postgres::Error) -> StoreError {
+        // An answer from the server (a constraint, a missing table) is a
+        // fault to look into; anything else means it could not be reached.
+        if e.as_db_error().is_some() && !e.is_closed() {
+            StoreError::Io(format!("{}: {}", self.target, describe(&e)))
+        } else {
+            StoreError::Unavailable(format!("{}: {}", self.target, describe(&e)))
+        }
+    }
+
+    fn pool_error(&self, e: PoolError) -> StoreError {
+        match e {
+            PoolError::Backend(e) => self.pg(e),
+            other => StoreError::Unavailable(format!("{}: {}", self.target, describe_pool_error(&other))),
+        }
+    }
+}
+
+/// Whether waiting may help: the server could not be reached, or said it
+/// is starting up, shutting down, or out of connections.
+fn is_transient(e: &PoolError) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e {
+        PoolError::Backend(e) => e.as_db_error().is_none_or(|db| {
+            [SqlState::CANNOT_CONNECT_NOW, SqlState::ADMIN_SHUTDOWN, SqlState::TOO_MANY_CONNECTIONS].contains(db.code())
+        }),
+        PoolError::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+fn describe_pool_error(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
+/// What went wrong, in words: tokio-postgres displays a server's answer as
+/// "db error" and a failed connection as "error connecting to server", with
+/// the reason in the error's source.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    }
+}
+
+const NO_PARAMS: [&(dyn ToSql + Sync); 0] = [];
+
+impl Store for PostgresStore {
+    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+        // Not bounded by --store-timeout: a million rows take longer than one
+        // write may. Rows are streamed into the index, not collected first.
+        self.runtime.block_on(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let bootstrapped = client
+                .query_opt("SELECT 1 FROM tokend_meta WHERE key = 'bootstrapped'", &[])
+                .await
+                .map_err(|e| self.pg(e))?
+                .is_some();
+            let rows = client
+                .query_raw("SELECT id, record, last_used FROM tokend_tokens ORDER BY id", NO_PARAMS)
+                .await
+                .map_err(|e| self.pg(e))?;
+            tokio::pin!(rows);
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(|e| self.pg(e))?;
+                let record = decode(row.get(0), row.get(1))?;
+                each(record, row.get::<_, Option<i64>>(2).map(Time));
+            }
+            Ok(bootstrapped)
+        })
+    }
+
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.block(async {
+            let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let tx = client.transaction().await.map_err(|e| self.pg(e))?;
+            let put = tx
+                .prepare_cached(
+                    "INSERT INTO tokend_tokens (id, owner, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, record = EXCLUDED.record",
+                )
+                .await
+                .map_err(|e| self.pg(e))?;
+            for change in changes {
+                match change {
+                    Change::Put(r) => {
+                        let (id, owner, record) = (&r.id.to_bytes()[..], &*r.owner, encode(r));
+                        tx.execute(&put, &[&id, &owner, &record]).await.map_err(|e| self.pg(e))?;
+                    }
+                    Change::Bootstrapped => {
+                        tx.execute(
+                            "INSERT INTO tokend_meta (key, value) VALUES ('bootstrapped', 'true')
+                             ON CONFLICT (key) DO NOTHING",
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| self.pg(e))?;
+                    }
+                }
+            }
+            tx.commit().await.map_err(|e| self.pg(e))
+        })
+    }
+
+    fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError> {
+        if times.is_empty() {
+            return Ok(());
+        }
+        let bytes: Vec<[u8; 16]> = times.iter().map(|(id, _)| id.to_bytes()).collect();
+        let ids: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let nanos: Vec<i64> = times.iter().map(|(_, t)| t.0).collect();
+        self.block(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            // GREATEST: several replicas record uses of the same token; the
+            // time only moves forward, whoever writes last.
+            client
+                .execute(
+                    "UPDATE tokend_tokens AS t SET last_used = GREATEST(t.last_used, u.at)
+                     FROM unnest($1::bytea[], $2::bigint[]) AS u(id, at) WHERE t.id = u.id",
+                    &[&ids, &nanos],
+                )
+                .await
+                .map_err(|e| self.pg(e))?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every apply and record_last_used has committed already.
+        Ok(())
+    }
+}
