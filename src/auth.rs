@@ -60,6 +60,9 @@ impl AdminAuth {
                 (Code::PermissionDenied, "insufficient_scope", "admin calls need a token with the tokend.admin scope")
             }
             (Outcome::Expired, _) => (Code::Unauthenticated, "expired", "admin token has expired"),
+            (Outcome::Stale, _) => {
+                (Code::Unavailable, "stale", "this replica is not current with the token store; try another")
+            }
             (Outcome::Revoked, _) => (Code::Unauthenticated, "revoked", "admin token was revoked"),
             (Outcome::Unknown, _) => (Code::Unauthenticated, "unknown", "admin token is unknown"),
             (Outcome::Malformed | Outcome::Ok, _) => (Code::Unauthenticated, "malformed", "admin token is malformed"),

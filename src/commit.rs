@@ -152,8 +152,11 @@ mod tests {
         fn load(&self, _: &mut dyn FnMut(crate::record::TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
             Ok(false)
         }
-        fn apply(&self, _: &[Change]) -> Result<(), StoreError> {
+        fn apply(&self, _: &[Change], _: Option<crate::store::OwnerQuota<'_>>) -> Result<(), StoreError> {
             Ok(())
+        }
+        fn fetch(&self, _: TokenId) -> Result<Option<crate::record::TokenRecord>, StoreError> {
+            Ok(None)
         }
         fn record_last_used(&self, _: &[(TokenId, Time)]) -> Result<(), StoreError> {
             Ok(())

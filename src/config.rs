@@ -45,9 +45,25 @@ pub struct ServeArgs {
     pub store_connect_timeout: Duration,
 
     /// How long one database operation may take; past it a write fails
-    /// with UNAVAILABLE (--store).
+    /// with UNAVAILABLE (--store). Replicas of one database should agree.
     #[arg(long, env = "TOKEND_STORE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub store_timeout: Duration,
+
+    /// How often the change feed polls the database when no notification
+    /// arrived (--store).
+    #[arg(long, env = "TOKEND_FEED_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub feed_poll_interval: Duration,
+
+    /// How long the change feed's outbox keeps rows; a replica away for
+    /// longer reloads every token (--store).
+    #[arg(long, env = "TOKEND_FEED_RETENTION", default_value = "24h", value_parser = parse_positive_duration)]
+    pub feed_retention: Duration,
+
+    /// Past this without confirming it is current with the database, a
+    /// replica answers Verify with UNAVAILABLE and health NOT_SERVING
+    /// (--store).
+    #[arg(long, env = "TOKEND_MAX_STALENESS", default_value = "10s", value_parser = parse_positive_duration)]
+    pub max_staleness: Duration,
 
     /// sled page cache in MiB. Verify never reads sled, so this stays small.
     #[arg(long, env = "TOKEND_STORE_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -150,7 +166,20 @@ impl ServeArgs {
                 // Checked now, before anything is bound; the message never
                 // repeats the URL, which may hold a password.
                 Target::parse(&url).map_err(|e| format!("--store: {e}"))?;
-                Some(PostgresOptions { url, connect_timeout: self.store_connect_timeout, timeout: self.store_timeout })
+                if self.max_staleness <= self.feed_poll_interval {
+                    return Err(format!(
+                        "--max-staleness {:?} must be longer than --feed-poll-interval {:?}",
+                        self.max_staleness, self.feed_poll_interval
+                    ));
+                }
+                Some(PostgresOptions {
+                    url,
+                    connect_timeout: self.store_connect_timeout,
+                    timeout: self.store_timeout,
+                    feed_poll_interval: self.feed_poll_interval,
+                    feed_retention: self.feed_retention,
+                    max_staleness: self.max_staleness,
+                })
             }
         };
         let mut config = Config::new(self.data_dir);

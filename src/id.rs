@@ -123,9 +123,12 @@ impl IdGenerator {
         let rand74 = u128::from_be_bytes(random) & ((1 << 74) - 1);
         let candidate = (u128::from(now.as_millis() & ((1 << 48) - 1)) << 74) | rand74;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        // Within one millisecond (or if the clock went back) count up from the
-        // last id instead: still unique, still ordered.
-        let payload = if candidate > *last { candidate } else { *last + 1 };
+        // Within one millisecond (or if the clock went back) step up from the
+        // last id instead: still unique, still ordered. The step is random,
+        // not 1: replicas sharing a store start from the same newest id, and
+        // counting from it they would mint the same ids.
+        let step = 1 + (rand74 >> 42); // 1 ..= 2^32
+        let payload = if candidate > *last { candidate } else { *last + step };
         *last = payload;
         TokenId::from_payload(payload)
     }
@@ -134,6 +137,17 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_starting_from_one_newest_id_mint_different_ids() {
+        let floor = IdGenerator::default().next(Time(1_700_000_000_000_000_000));
+        let (a, b) = (IdGenerator::starting_after(Some(floor)), IdGenerator::starting_after(Some(floor)));
+        // A clock that stands still (or stands behind the floor): both step
+        // up from the same id.
+        let now = Time(1_600_000_000_000_000_000);
+        let minted_a: std::collections::HashSet<_> = (0..1000).map(|_| a.next(now)).collect();
+        assert!((0..1000).all(|_| !minted_a.contains(&b.next(now))));
+    }
 
     #[test]
     fn ids_are_strictly_increasing_within_one_millisecond() {

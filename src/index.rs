@@ -218,15 +218,32 @@ impl Index {
         self.len() == 0
     }
 
-    /// Applies committed changes. Called with the changes a local write just
-    /// stored, and (later) with changes from a replicated store's feed.
-    pub fn apply(&self, changes: &[Change]) {
+    /// Applies committed changes: those a local write just stored, and those
+    /// a shared store's change feed delivers. A record no newer than the one
+    /// held (by version) is skipped, so a change delivered twice, or after a
+    /// later one, changes nothing. Returns how many records were applied.
+    pub fn apply(&self, changes: &[Change]) -> usize {
         let mut admin = write(&self.admin);
+        let mut applied = 0;
         for change in changes {
             if let Change::Put(record) = change {
-                let previous = admin.by_id.get(&record.id).and_then(|e| e.last_used());
+                let current = admin.by_id.get(&record.id);
+                if current.is_some_and(|e| e.record.version >= record.version) {
+                    continue;
+                }
+                let previous = current.and_then(|e| e.last_used());
                 self.insert_locked(&mut admin, record.clone(), previous);
+                applied += 1;
             }
+        }
+        applied
+    }
+
+    /// Takes a last-used time another replica recorded, if later than the
+    /// one held. Not queued for persistence: it came from the store.
+    pub fn merge_last_used(&self, id: TokenId, at: Time) {
+        if let Some(entry) = read(&self.admin).by_id.get(&id) {
+            entry.last_used.fetch_max(at.0, Ordering::Relaxed);
         }
     }
 
@@ -352,12 +369,16 @@ mod tests {
     fn apply_replaces_entries_in_both_views_and_keeps_last_used() {
         let ids = IdGenerator::default();
         let index = Index::default();
-        let mut r = record(&ids, "a");
+        let r = record(&ids, "a");
         index.apply(&[Change::Put(r.clone())]);
         let e = index.lookup(&r.hash).unwrap();
         index.touch(&e, Time(5_000_000_000));
-        r.revoke_time = Some(Time(6));
-        index.apply(&[Change::Put(r.clone())]);
+        let mut revoked = r.revised();
+        revoked.revoke_time = Some(Time(6));
+        assert_eq!(index.apply(&[Change::Put(revoked.clone())]), 1);
+        // A replay, and a change older than the one held, change nothing.
+        assert_eq!(index.apply(&[Change::Put(revoked.clone()), Change::Put(r.clone())]), 0);
+        let r = revoked;
         let e = index.lookup(&r.hash).unwrap();
         assert_eq!(e.record.revoke_time, Some(Time(6)));
         assert_eq!(index.get(r.id).unwrap().record.revoke_time, Some(Time(6)));

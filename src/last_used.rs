@@ -86,7 +86,7 @@ mod tests {
         let expected: Vec<_> = {
             let (store, index) = open(dir.path());
             let changes: Vec<_> = records.iter().cloned().map(Change::Put).collect();
-            store.apply(&changes).unwrap();
+            store.apply(&changes, None).unwrap();
             index.apply(&changes);
             let registry = registry(store, index.clone());
             for (i, r) in records.iter().enumerate() {

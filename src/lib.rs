@@ -29,6 +29,7 @@ pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod id;
 pub mod index;
 pub mod last_used;

@@ -55,6 +55,11 @@ pub struct TokenRecord {
     pub rotated_from: Option<TokenId>,
     /// The token that replaced this one by rotation.
     pub rotated_to: Option<TokenId>,
+    /// How many times the record was written: 1 when issued, one more with
+    /// each change. A shared store writes a change only over the version it
+    /// was derived from, and the index keeps the highest version it saw, so
+    /// changes can arrive twice or out of order from a change feed.
+    pub version: u64,
 }
 
 impl TokenRecord {
@@ -68,6 +73,11 @@ impl TokenRecord {
         } else {
             Status::Active
         }
+    }
+
+    /// A copy to change and write back: the same record, one version on.
+    pub fn revised(&self) -> TokenRecord {
+        TokenRecord { version: self.version + 1, ..self.clone() }
     }
 
     /// Whether the token grants every scope in `required`.
@@ -187,6 +197,7 @@ pub(crate) fn sample(id: TokenId, secret: &crate::token::Secret, owner: &str) ->
         revoke_reason: "".into(),
         rotated_from: None,
         rotated_to: None,
+        version: 1,
     }
 }
 

@@ -31,7 +31,7 @@ use crate::{
     index::{Entry, Index, ListQuery, Page},
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
     spec::TokenSpec,
-    store::{Store, StoreError},
+    store::{OwnerQuota, Store, StoreError},
     token::{Secret, TokenHash},
 };
 
@@ -118,12 +118,16 @@ impl Registry {
         let (hash, hint) = (secret.hash(), secret.hint());
         let token = self
             .write(move |this| {
-                let record = this.new_record(hash, hint, spec, this.clock.now(), None);
-                this.write_locked(vec![Change::Put(record.clone()), Change::Bootstrapped])?;
-                this.entry(record.id)
+                let record = this.new_record(hash, hint.clone(), spec.clone(), this.clock.now(), None);
+                match this.write_locked(vec![Change::Put(record.clone()), Change::Bootstrapped], None) {
+                    // Another replica sharing the store was first: its token
+                    // is the one, and this start shows no banner.
+                    Err(Error::Store(StoreError::AlreadyBootstrapped)) => Ok(None),
+                    other => other.and_then(|()| this.entry(record.id)).map(Some),
+                }
             })
             .await?;
-        Ok(generated.then_some(Created { secret, token }))
+        Ok(token.filter(|_| generated).map(|token| Created { secret, token }))
     }
 
     /// Issues a new token.
@@ -137,8 +141,9 @@ impl Registry {
                 if limit > 0 && this.index.count_active(&spec.owner, now) >= limit as usize {
                     return Err(Error::QuotaExceeded { limit });
                 }
-                let record = this.new_record(hash, hint, spec, now, None);
-                this.write_locked(vec![Change::Put(record.clone())])?;
+                let quota = (limit > 0).then_some(OwnerQuota { owner: &spec.owner, limit, now });
+                let record = this.new_record(hash, hint.clone(), spec.clone(), now, None);
+                this.write_locked(vec![Change::Put(record.clone())], quota)?;
                 this.entry(record.id)
             })
             .await?;
@@ -179,10 +184,10 @@ impl Registry {
             if current.record.revoke_time.is_some() {
                 return Ok(current);
             }
-            let mut record = current.record.clone();
+            let mut record = current.record.revised();
             record.revoke_time = Some(this.clock.now());
-            record.revoke_reason = reason.into();
-            this.write_locked(vec![Change::Put(record)])?;
+            record.revoke_reason = reason.as_str().into();
+            this.write_locked(vec![Change::Put(record)], None)?;
             this.entry(id)
         })
         .await
@@ -221,8 +226,8 @@ impl Registry {
                     labels: r.labels.clone(),
                     ttl: r.ttl,
                 };
-                let new = this.new_record(hash, hint, spec, now, Some(id));
-                let mut old_record = old.record.clone();
+                let new = this.new_record(hash, hint.clone(), spec, now, Some(id));
+                let mut old_record = old.record.revised();
                 old_record.rotated_to = Some(new.id);
                 match grace {
                     None => {
@@ -234,7 +239,7 @@ impl Registry {
                         old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
                     }
                 }
-                this.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)])?;
+                this.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)], None)?;
                 Ok((this.entry(new.id)?, this.entry(id)?))
             })
             .await?;
@@ -274,14 +279,43 @@ impl Registry {
 
     /// Runs `step` (rule checks and `write_locked`) under the write lock on
     /// the blocking pool, then waits for a shared flush.
+    ///
+    /// With a shared store the index may be behind another replica's write
+    /// to the same token; the store then refuses the write as a conflict.
+    /// The token is re-read from the store and `step` decides again on the
+    /// fresh state (the loser of a rotation race then finds the token
+    /// rotated and answers FAILED_PRECONDITION).
     async fn write<T: Send + 'static>(
         self: &Arc<Self>,
-        step: impl FnOnce(&Registry) -> Result<T, Error> + Send + 'static,
+        step: impl Fn(&Registry) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let this = self.clone();
         let value = tokio::task::spawn_blocking(move || {
             let _guard = this.lock();
-            step(&this)
+            let mut conflicts = 0;
+            loop {
+                match step(&this) {
+                    Err(Error::Store(StoreError::Conflict { id })) if conflicts < MAX_CONFLICTS => {
+                        conflicts += 1;
+                        if let Some(fresh) = this.store.fetch(id)? {
+                            this.index.apply(&[Change::Put(fresh)]);
+                        }
+                    }
+                    // Issued through another replica a moment ago, before the
+                    // feed brought it here: the store has the last word.
+                    Err(Error::NotFound(id)) if conflicts < MAX_CONFLICTS => match this.store.fetch(id)? {
+                        Some(fresh) => {
+                            conflicts += 1;
+                            this.index.apply(&[Change::Put(fresh)]);
+                        }
+                        None => break Err(Error::NotFound(id)),
+                    },
+                    Err(Error::Store(StoreError::QuotaExceeded { limit })) => {
+                        break Err(Error::QuotaExceeded { limit });
+                    }
+                    other => break other,
+                }
+            }
         })
         .await
         .map_err(task_failed)??;
@@ -312,12 +346,13 @@ impl Registry {
             revoke_reason: "".into(),
             rotated_from,
             rotated_to: None,
+            version: 1,
         }
     }
 
     /// Store first, then index: if the store refuses, nothing changed.
-    fn write_locked(&self, changes: Vec<Change>) -> Result<(), Error> {
-        self.store.apply(&changes)?;
+    fn write_locked(&self, changes: Vec<Change>, quota: Option<OwnerQuota<'_>>) -> Result<(), Error> {
+        self.store.apply(&changes, quota)?;
         self.index.apply(&changes);
         Ok(())
     }
@@ -330,6 +365,9 @@ impl Registry {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// How often one write re-decides after conflicting with another replica's.
+const MAX_CONFLICTS: u32 = 3;
 
 /// Last-used times go to the store this many at a time.
 const LAST_USED_CHUNK: usize = 4096;

@@ -47,6 +47,7 @@ pub fn tokens(n: usize, keep_every: usize, now: Time) -> Seeded {
                 revoke_reason: "".into(),
                 rotated_from: None,
                 rotated_to: None,
+                version: 1,
             };
             if i % keep_every.max(1) == 0 {
                 secrets.push(secret);
@@ -74,9 +75,9 @@ pub fn store(dir: &Path, n: usize, keep_every: usize, now: Time) -> Result<Vec<S
     seeded.records.push(admin_record);
     for chunk in seeded.records.chunks(10_000) {
         let changes: Vec<Change> = chunk.iter().cloned().map(Change::Put).collect();
-        store.apply(&changes)?;
+        store.apply(&changes, None)?;
     }
-    store.apply(&[Change::Bootstrapped])?;
+    store.apply(&[Change::Bootstrapped], None)?;
     store.flush()?;
     let mut secrets = vec![admin];
     secrets.extend(seeded.secrets);

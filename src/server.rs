@@ -13,13 +13,14 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     auth::AdminAuth,
     clock::Clock,
+    feed::Freshness,
     index::Index,
     last_used::LastUsedWriter,
     metrics::Metrics,
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
     service::{admin::AdminService, verify::VerifyApi},
-    store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError},
+    store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError, postgres::PostgresFeed},
     token::{self, Secret},
     verify::Verifier,
 };
@@ -150,6 +151,7 @@ pub struct Tokend {
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
     bootstrap: Option<Created>,
+    feed: Option<Feed>,
 }
 
 /// Where [`Tokend::serve_on`] serves.
@@ -174,7 +176,7 @@ impl Tokend {
             ))
         })?;
         let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
-        let (store, bootstrapped, index) = open_store(&config).await?;
+        let Opened { store, bootstrapped, index, feed } = open_store(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
         let registry = Arc::new(Registry::new(
@@ -191,8 +193,14 @@ impl Tokend {
         if !bootstrapped {
             tracing::info!(generated = bootstrap.is_some(), "bootstrap admin token created");
         }
-        let verifier = Arc::new(Verifier::new(index, config.clock.clone()));
-        Ok(Tokend { config, tls, registry, verifier, metrics, bootstrap })
+        let verifier = Arc::new(match &feed {
+            Some(feed) => Verifier::with_freshness(index, config.clock.clone(), feed.freshness.clone()),
+            None => Verifier::new(index, config.clock.clone()),
+        });
+        if let Some(feed) = &feed {
+            metrics.watch_feed(feed.freshness.clone());
+        }
+        Ok(Tokend { config, tls, registry, verifier, metrics, bootstrap, feed })
     }
 
     /// The admin token generated at bootstrap, if this start generated one.
@@ -219,7 +227,7 @@ impl Tokend {
 
     /// Like [`Tokend::serve`], on every listener in `listeners`.
     pub async fn serve_on(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Tokend { config, tls, registry, verifier, metrics, .. } = self;
+        let Tokend { config, tls, registry, verifier, metrics, feed, .. } = self;
         let Listeners { grpc: listener, admin: admin_listener, metrics: metrics_listener } = listeners;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -246,6 +254,13 @@ impl Tokend {
 
         health.set_serving::<TokenServiceServer<AdminService>>().await;
         health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
+        let feed_tasks = feed.map(|Feed { source, freshness, poll_interval }| {
+            let index = registry.index().clone();
+            [
+                tokio::spawn(crate::feed::run(source, index, freshness.clone(), poll_interval)),
+                tokio::spawn(watchdog(freshness, health.clone())),
+            ]
+        });
 
         let persister = LastUsedWriter::start(registry.clone(), config.last_used_flush_interval)
             .map_err(|e| ServeError::Thread(e.to_string()))?;
@@ -309,6 +324,9 @@ impl Tokend {
         if let Some(task) = metrics_task {
             task.abort();
         }
+        for task in feed_tasks.into_iter().flatten() {
+            task.abort();
+        }
         let closed = tokio::task::spawn_blocking(move || {
             persister.stop();
             registry.close()
@@ -322,12 +340,33 @@ impl Tokend {
     }
 }
 
+/// A shared store's change feed, ready to run, and how current it is.
+struct Feed {
+    source: PostgresFeed,
+    freshness: Arc<Freshness>,
+    poll_interval: Duration,
+}
+
+/// What [`open_store`] opened.
+struct Opened {
+    store: Arc<dyn Store>,
+    bootstrapped: bool,
+    index: Arc<Index>,
+    feed: Option<Feed>,
+}
+
 /// Opens the configured store and loads the index from it.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, bool, Arc<Index>), StartError> {
+async fn open_store(config: &Config) -> Result<Opened, StartError> {
+    let mut feed = None;
     let (store, described): (Arc<dyn Store>, String) = match &config.postgres {
         Some(options) => {
             let store = PostgresStore::connect(options).await?;
             let described = store.target().to_owned();
+            // Before the load: the feed starts far enough back to read again
+            // whatever commits while the load runs.
+            let source = store.feed(options.feed()).await?;
+            let freshness = Arc::new(Freshness::new(options.max_staleness));
+            feed = Some(Feed { source, freshness, poll_interval: options.feed_poll_interval });
             (Arc::new(store), described)
         }
         None => {
@@ -353,7 +392,35 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, bool, Arc<Index>
         other => StartError::Store(other),
     })?;
     tracing::info!(tokens = index.len(), store = %described, "token store loaded");
-    Ok((store, bootstrapped, Arc::new(index)))
+    if let Some(feed) = &feed {
+        feed.freshness.confirm();
+    }
+    Ok(Opened { store, bootstrapped, index: Arc::new(index), feed })
+}
+
+/// Takes the replica out of service while its feed is stale, and back.
+async fn watchdog(freshness: Arc<Freshness>, health: tonic_health::server::HealthReporter) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticks.tick().await;
+        let status = match freshness.check() {
+            None => continue,
+            Some(true) => {
+                tracing::warn!(
+                    staleness = ?freshness.staleness(), max = ?freshness.max_staleness(),
+                    "replica is stale: Verify answers UNAVAILABLE and health NOT_SERVING until the feed reads again"
+                );
+                tonic_health::ServingStatus::NotServing
+            }
+            Some(false) => {
+                tracing::info!("replica is current again: serving");
+                tonic_health::ServingStatus::Serving
+            }
+        };
+        for name in ["", "tokend.v1.VerifyService"] {
+            health.set_service_status(name, status).await;
+        }
+    }
 }
 
 /// tonic refuses a request over `--max-request-bytes` with OUT_OF_RANGE

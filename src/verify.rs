@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::{
     clock::Clock,
+    feed::Freshness,
     index::{Entry, Index},
     record::Status,
     token,
@@ -28,6 +29,10 @@ pub enum Outcome {
     Revoked,
     /// Valid but without a required scope.
     InsufficientScope,
+    /// This replica cannot vouch for any answer: it has not confirmed it is
+    /// current with a shared store for longer than `--max-staleness`, so a
+    /// token revoked through another replica might still look valid here.
+    Stale,
 }
 
 /// The result of a verification: the outcome and, when the token is known,
@@ -50,12 +55,20 @@ impl Verdict {
 pub struct Verifier {
     index: Arc<Index>,
     clock: Clock,
+    /// With a shared store: how current the index is.
+    freshness: Option<Arc<Freshness>>,
 }
 
 impl Verifier {
     /// A verifier over `index`, judging expiry by `clock`.
     pub fn new(index: Arc<Index>, clock: Clock) -> Verifier {
-        Verifier { index, clock }
+        Verifier { index, clock, freshness: None }
+    }
+
+    /// A verifier that answers [`Outcome::Stale`] while `freshness` says
+    /// the index may be behind the shared store.
+    pub fn with_freshness(index: Arc<Index>, clock: Clock, freshness: Arc<Freshness>) -> Verifier {
+        Verifier { index, clock, freshness: Some(freshness) }
     }
 
     /// Verifies `presented` (a bare token or a `Bearer …` header value) and
@@ -63,6 +76,9 @@ impl Verifier {
     /// last-used time is updated.
     #[inline]
     pub fn verify<S: AsRef<str>>(&self, presented: &str, required: &[S]) -> Verdict {
+        if self.freshness.as_ref().is_some_and(|f| f.is_stale()) {
+            return Verdict::without_entry(Outcome::Stale);
+        }
         let Ok(text) = token::parse(presented) else {
             return Verdict::without_entry(Outcome::Malformed);
         };

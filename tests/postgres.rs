@@ -17,7 +17,11 @@ use tokend::{
 };
 
 fn options(url: &str) -> PostgresOptions {
-    PostgresOptions { url: url.to_owned(), connect_timeout: Duration::from_secs(10), timeout: Duration::from_secs(2) }
+    PostgresOptions {
+        connect_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(2),
+        ..PostgresOptions::new(url)
+    }
 }
 
 /// A config for a tokend on `url`, with the test clock and admin token.

@@ -9,6 +9,9 @@
 //! * `tokend_request_duration_seconds{rpc}` — handler latency per RPC;
 //! * `tokend_tokens{status}` — tokens by status, counted at scrape time;
 //! * `tokend_store_flush_duration_seconds` — latency of each shared flush;
+//! * with a shared store, `tokend_feed_staleness_seconds` — time since the
+//!   change feed last confirmed this replica is current — and
+//!   `tokend_feed_changes_applied_total` — records the feed applied;
 //! * `tokend_build_info{version}`.
 //!
 //! On the Verify path recording is O(1) and lock-free: handles to the
@@ -28,7 +31,7 @@ use prometheus_client::{
 
 use self::histogram::AtomicHistogram;
 
-use crate::{clock::Time, index::Index, verify::Outcome};
+use crate::{clock::Time, feed::Freshness, index::Index, verify::Outcome};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -64,8 +67,15 @@ impl Rpc {
     }
 }
 
-const OUTCOMES: [Outcome; 6] =
-    [Outcome::Ok, Outcome::Malformed, Outcome::Unknown, Outcome::Expired, Outcome::Revoked, Outcome::InsufficientScope];
+const OUTCOMES: [Outcome; 7] = [
+    Outcome::Ok,
+    Outcome::Malformed,
+    Outcome::Unknown,
+    Outcome::Expired,
+    Outcome::Revoked,
+    Outcome::InsufficientScope,
+    Outcome::Stale,
+];
 
 fn outcome_name(o: Outcome) -> &'static str {
     match o {
@@ -75,17 +85,22 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Expired => "expired",
         Outcome::Revoked => "revoked",
         Outcome::InsufficientScope => "insufficient_scope",
+        Outcome::Stale => "stale",
     }
 }
 
 /// Every metric tokend exports.
 pub struct Metrics {
     registry: Registry,
-    verify: [Counter; 6],
+    verify: [Counter; 7],
     admin: Family<Labels, Counter>,
     latency: [AtomicHistogram; 6],
     tokens: Family<Labels, Gauge>,
     flush: AtomicHistogram,
+    staleness: Gauge<f64, std::sync::atomic::AtomicU64>,
+    feed_applied: Counter,
+    /// Set once at start-up with a shared store; read at scrape time.
+    feed: std::sync::OnceLock<Arc<Freshness>>,
 }
 
 impl Default for Metrics {
@@ -111,7 +126,19 @@ impl Metrics {
         let flush = AtomicHistogram::default();
         registry.register("tokend_store_flush_duration_seconds", "Latency of each shared store flush", flush.clone());
         registry.register("tokend_build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
-        Metrics { registry, verify, admin, latency, tokens, flush }
+        let staleness = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "tokend_feed_staleness_seconds",
+            "Time since the change feed last confirmed this replica is current (shared store only)",
+            staleness.clone(),
+        );
+        let feed_applied = Counter::default();
+        registry.register(
+            "tokend_feed_changes_applied",
+            "Records applied from the change feed (shared store only)",
+            feed_applied.clone(),
+        );
+        Metrics { registry, verify, admin, latency, tokens, flush, staleness, feed_applied, feed: Default::default() }
     }
 
     /// Records a Verify call.
@@ -133,8 +160,18 @@ impl Metrics {
         self.flush.observe(elapsed);
     }
 
+    /// Exports `freshness` as the feed's metrics.
+    pub fn watch_feed(&self, freshness: Arc<Freshness>) {
+        let _ = self.feed.set(freshness);
+    }
+
     /// The text exposition of every metric, with token counts taken now.
     pub fn render(&self, index: &Index, now: Time) -> String {
+        if let Some(feed) = self.feed.get() {
+            self.staleness.set(feed.staleness().as_secs_f64());
+            // The feed counts in its own atomic; bring the counter up to it.
+            self.feed_applied.inc_by(feed.applied().saturating_sub(self.feed_applied.get()));
+        }
         let (active, expired, revoked) = index.count_by_status(now);
         for (status, n) in [("active", active), ("expired", expired), ("revoked", revoked)] {
             self.tokens.get_or_create(&vec![("status", status)]).set(n as i64);

@@ -37,6 +37,13 @@ impl VerifyService for VerifyApi {
         check_required_scopes(&req.required_scopes)?;
         let verdict = self.verifier.verify(&req.token, &req.required_scopes);
         self.metrics.verify(verdict.outcome, started.elapsed());
+        if verdict.outcome == Outcome::Stale {
+            // Fail closed: no answer is better than a revoked token accepted.
+            return Err(Status::unavailable(
+                "this tokend replica is stale: it has not confirmed it is current with the token store \
+                 within --max-staleness; try another replica",
+            ));
+        }
         let mut response = pb::VerifyResponse {
             valid: verdict.outcome == Outcome::Ok,
             result: result(verdict.outcome).into(),
@@ -76,5 +83,7 @@ fn result(o: Outcome) -> pb::VerifyResult {
         Outcome::Expired => pb::VerifyResult::Expired,
         Outcome::Revoked => pb::VerifyResult::Revoked,
         Outcome::InsufficientScope => pb::VerifyResult::InsufficientScope,
+        // Answered as UNAVAILABLE before a result is built.
+        Outcome::Stale => pb::VerifyResult::Unspecified,
     }
 }

@@ -41,6 +41,9 @@ struct StoredToken {
     rotated_from: Option<Vec<u8>>,
     #[prost(bytes = "vec", optional, tag = "14")]
     rotated_to: Option<Vec<u8>>,
+    /// Absent (0) in records written before versions existed.
+    #[prost(uint64, tag = "15")]
+    version: u64,
 }
 
 pub(super) fn encode(r: &TokenRecord) -> Vec<u8> {
@@ -59,6 +62,7 @@ pub(super) fn encode(r: &TokenRecord) -> Vec<u8> {
         revoke_reason: r.revoke_reason.to_string(),
         rotated_from: r.rotated_from.map(|id| id.to_bytes().to_vec()),
         rotated_to: r.rotated_to.map(|id| id.to_bytes().to_vec()),
+        version: r.version,
     }
     .encode_to_vec()
 }
@@ -88,6 +92,7 @@ pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<TokenRecord, StoreError
         revoke_reason: s.revoke_reason.into(),
         rotated_from: s.rotated_from.as_deref().map(id_of).transpose()?,
         rotated_to: s.rotated_to.as_deref().map(id_of).transpose()?,
+        version: s.version,
     })
 }
 

@@ -10,7 +10,7 @@
 //! Backends: `sled.rs` (embedded, the default) and `postgres/` (shared by
 //! several replicas).
 
-mod codec;
+pub(crate) mod codec;
 pub mod postgres;
 mod sled;
 
@@ -46,6 +46,28 @@ pub enum StoreError {
     /// The database could not be reached, or did not answer in time.
     #[error("the token store is unavailable: {0}")]
     Unavailable(String),
+    /// Another writer changed the token since the version a change was
+    /// derived from (a shared store only): the caller's view was stale.
+    #[error("token {id} was changed by another replica")]
+    Conflict { id: TokenId },
+    /// The owner's quota, decided by the store (see [`OwnerQuota`]).
+    #[error("owner already has {limit} active tokens")]
+    QuotaExceeded { limit: u32 },
+    /// Another writer created the first admin token first.
+    #[error("the first admin token was already created")]
+    AlreadyBootstrapped,
+}
+
+/// "At most `limit` active tokens for `owner`", checked by [`Store::apply`]
+/// against the store itself when several replicas write.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerQuota<'a> {
+    /// The owner of the token being issued.
+    pub owner: &'a str,
+    /// Most active tokens the owner may hold, the new one included.
+    pub limit: u32,
+    /// When "active" is judged.
+    pub now: Time,
 }
 
 /// A durable home for the token set.
@@ -57,7 +79,17 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
     /// Applies `changes` atomically: after a crash, all or none are present.
     /// Not yet durable; see [`Store::flush`].
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    ///
+    /// A store shared by several writers also checks, in the same
+    /// transaction, what one writer's registry decides from its index: each
+    /// `Put` is written only over the version it was derived from
+    /// ([`StoreError::Conflict`] otherwise), `Bootstrapped` only once
+    /// ([`StoreError::AlreadyBootstrapped`]), and `quota` if given
+    /// ([`StoreError::QuotaExceeded`]). A store with one writer may rely on
+    /// the registry's lock and ignore them.
+    fn apply(&self, changes: &[Change], quota: Option<OwnerQuota<'_>>) -> Result<(), StoreError>;
+    /// The stored record of `id` (to refresh a stale index after a conflict).
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Stores last-used times (not yet durable).
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError>;
     /// Makes everything applied so far durable. Blocking.

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, fs::File, path::Path, time::Duration};
 
 use super::{
-    Store, StoreError,
+    OwnerQuota, Store, StoreError,
     codec::{decode, encode, hex},
 };
 use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
@@ -110,7 +110,14 @@ impl Store for SledStore {
         Ok(self.meta.get(META_BOOTSTRAPPED)?.is_some())
     }
 
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let key = id.to_bytes();
+        self.tokens.get(key)?.map(|value| decode(&key, &value)).transpose()
+    }
+
+    /// One writer (the registry's lock): versions and the quota were
+    /// decided from the index already.
+    fn apply(&self, changes: &[Change], _: Option<OwnerQuota<'_>>) -> Result<(), StoreError> {
         let mut batch = ::sled::Batch::default();
         let mut bootstrapped = false;
         for change in changes {
@@ -177,6 +184,7 @@ mod tests {
             revoke_reason: "".into(),
             rotated_from: Some(ids.next(Time(0))),
             rotated_to: None,
+            version: 1,
         }
     }
 
@@ -190,9 +198,9 @@ mod tests {
             let mut n = 0;
             assert!(!store.load(&mut |_, _| n += 1).unwrap());
             assert_eq!(n, 0);
-            store.apply(&[Change::Put(r.clone()), Change::Bootstrapped]).unwrap();
+            store.apply(&[Change::Put(r.clone()), Change::Bootstrapped], None).unwrap();
             r.revoke_time = Some(Time(5));
-            store.apply(&[Change::Put(r.clone())]).unwrap();
+            store.apply(&[Change::Put(r.clone())], None).unwrap();
             store.record_last_used(&[(r.id, Time(42))]).unwrap();
             store.flush().unwrap();
         }

@@ -5,6 +5,7 @@
 
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -17,15 +17,33 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     1,
     // Timestamps are nanoseconds since the epoch (bigint), as in memory:
     // timestamptz keeps microseconds, and a record must read back equal to
-    // what was written. `record` is the same encoding sled stores; `owner`
-    // is kept beside it for queries by owner.
+    // what was written. `record` is the same encoding sled stores; owner,
+    // version, expiry and revocation are kept beside it for the checks made
+    // in SQL (quota, conditional writes).
+    //
+    // `tokend_changes` is the outbox of the change feed: one row per record
+    // written, in the same transaction. `last_used_seq` marks each batch of
+    // last-used times, so replicas can read the batches they have not seen.
     "CREATE TABLE tokend_tokens (
-         id        bytea  PRIMARY KEY,
-         owner     text   NOT NULL,
-         record    bytea  NOT NULL,
-         last_used bigint
+         id            bytea  PRIMARY KEY,
+         owner         text   NOT NULL,
+         version       bigint NOT NULL,
+         expire_time   bigint,
+         revoke_time   bigint,
+         record        bytea  NOT NULL,
+         last_used     bigint,
+         last_used_seq bigint
      );
      CREATE INDEX tokend_tokens_owner ON tokend_tokens (owner);
+     CREATE INDEX tokend_tokens_last_used_seq ON tokend_tokens (last_used_seq);
+     CREATE SEQUENCE tokend_last_used_batches;
+     CREATE TABLE tokend_changes (
+         seq      bigserial   PRIMARY KEY,
+         token_id bytea       NOT NULL,
+         version  bigint      NOT NULL,
+         at       timestamptz NOT NULL DEFAULT clock_timestamp()
+     );
+     CREATE INDEX tokend_changes_at ON tokend_changes (at);
      CREATE TABLE tokend_meta (
          key   text PRIMARY KEY,
          value text NOT NULL

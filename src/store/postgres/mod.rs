@@ -15,6 +15,7 @@
 //! moves forward), `tokend_meta` (the bootstrap flag) and
 //! `tokend_schema_migrations`.
 
+mod feed;
 mod migrations;
 mod target;
 
@@ -25,9 +26,12 @@ use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_stream::StreamExt as _;
 
-pub use self::target::Target;
+pub use self::{
+    feed::{FeedOptions, PostgresFeed},
+    target::Target,
+};
 use super::{
-    Store, StoreError,
+    OwnerQuota, Store, StoreError,
     codec::{decode, encode},
 };
 use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
@@ -41,6 +45,32 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// How long one store operation may take before it fails as UNAVAILABLE.
     pub timeout: Duration,
+    /// How often the change feed polls when no notification came.
+    pub feed_poll_interval: Duration,
+    /// How long outbox rows are kept.
+    pub feed_retention: Duration,
+    /// Past this without a successful feed read, the replica is stale.
+    pub max_staleness: Duration,
+}
+
+impl PostgresOptions {
+    /// Defaults for `url`, as the flags have them.
+    pub fn new(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            feed_poll_interval: Duration::from_secs(1),
+            feed_retention: Duration::from_secs(24 * 3600),
+            max_staleness: Duration::from_secs(10),
+        }
+    }
+
+    /// The feed's settings: a number stays a gap for two store timeouts
+    /// (the longest a tokend transaction may stay open) and a second more.
+    pub fn feed(&self) -> FeedOptions {
+        FeedOptions { settle: self.timeout * 2 + Duration::from_secs(1), retention: self.feed_retention }
+    }
 }
 
 /// Connections per replica: writes are serialised by the registry, so
@@ -50,6 +80,9 @@ const POOL_SIZE: usize = 8;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
+    /// For the feed's listening connection, which is not pooled.
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     runtime: Handle,
     timeout: Duration,
     /// The database, as logs and errors name it (no password).
@@ -68,9 +101,20 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
+        // The server aborts a transaction left idle (a client that stopped
+        // mid-write) and a lock waited on past --store-timeout: the feed
+        // relies on no tokend transaction outliving its settle window.
+        let millis = options.timeout.as_millis();
+        let settings = format!("-c idle_in_transaction_session_timeout={millis} -c lock_timeout={millis}");
+        let settings = match config.get_options() {
+            Some(given) => format!("{given} {settings}"),
+            None => settings,
+        };
+        config.options(&settings);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
-            config,
-            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            config.clone(),
+            tls.clone(),
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
@@ -81,7 +125,7 @@ impl PostgresStore {
             .recycle_timeout(Some(options.timeout))
             .build()
             .map_err(|e| StoreError::Connect { target: target.clone(), message: e.to_string() })?;
-        let store = PostgresStore { pool, runtime: Handle::current(), timeout: options.timeout, target };
+        let store = PostgresStore { pool, config, tls, runtime: Handle::current(), timeout: options.timeout, target };
         store.wait_and_migrate(options.connect_timeout).await?;
         Ok(store)
     }
@@ -143,12 +187,42 @@ impl PostgresStore {
 
     fn pg(&self, e: tokio_postgres::Error) -> StoreError {
         // An answer from the server (a constraint, a missing table) is a
-        // fault to look into; anything else means it could not be reached.
-        if e.as_db_error().is_some() && !e.is_closed() {
+        // fault to look into; a lost connection, a server going away or
+        // busy, is the database being unavailable, and worth a retry.
+        if e.as_db_error().is_some_and(|db| !is_transient_answer(db)) && !e.is_closed() {
             StoreError::Io(format!("{}: {}", self.target, describe(&e)))
         } else {
             StoreError::Unavailable(format!("{}: {}", self.target, describe(&e)))
         }
+    }
+
+    /// Writes `r` over version `r.version - 1` (a new record: over none),
+    /// and its row in the outbox.
+    async fn put(&self, tx: &deadpool_postgres::Transaction<'_>, r: &TokenRecord) -> Result<(), StoreError> {
+        let (id, version) = (&r.id.to_bytes()[..], i64::try_from(r.version).unwrap_or(i64::MAX));
+        let (owner, record) = (&*r.owner, encode(r));
+        let (expire, revoke) = (r.expire_time.map(|t| t.0), r.revoke_time.map(|t| t.0));
+        let sql = if r.version <= 1 {
+            "INSERT INTO tokend_tokens (id, owner, version, expire_time, revoke_time, record)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+        } else {
+            "UPDATE tokend_tokens SET owner = $2, version = $3, expire_time = $4, revoke_time = $5, record = $6
+             WHERE id = $1 AND version + 1 = $3"
+        };
+        let statement = tx.prepare_cached(sql).await.map_err(|e| self.pg(e))?;
+        let written = tx
+            .execute(&statement, &[&id, &owner, &version, &expire, &revoke, &record])
+            .await
+            .map_err(|e| self.pg(e))?;
+        if written == 0 {
+            return Err(StoreError::Conflict { id: r.id });
+        }
+        let outbox = tx
+            .prepare_cached("INSERT INTO tokend_changes (token_id, version) VALUES ($1, $2)")
+            .await
+            .map_err(|e| self.pg(e))?;
+        tx.execute(&outbox, &[&id, &version]).await.map_err(|e| self.pg(e))?;
+        Ok(())
     }
 
     fn pool_error(&self, e: PoolError) -> StoreError {
@@ -162,14 +236,20 @@ impl PostgresStore {
 /// Whether waiting may help: the server could not be reached, or said it
 /// is starting up, shutting down, or out of connections.
 fn is_transient(e: &PoolError) -> bool {
-    use tokio_postgres::error::SqlState;
     match e {
-        PoolError::Backend(e) => e.as_db_error().is_none_or(|db| {
-            [SqlState::CANNOT_CONNECT_NOW, SqlState::ADMIN_SHUTDOWN, SqlState::TOO_MANY_CONNECTIONS].contains(db.code())
-        }),
+        PoolError::Backend(e) => e.as_db_error().is_none_or(is_transient_answer),
         PoolError::Timeout(_) => true,
         _ => false,
     }
+}
+
+/// Answers that say "not now" rather than "wrong": connection exceptions
+/// (08), insufficient resources (53), operator intervention such as a
+/// terminated backend or a shutdown (57), a rolled-back transaction (40),
+/// a lock timeout (55P03). A failed login (28) is final, though FATAL too.
+fn is_transient_answer(db: &tokio_postgres::error::DbError) -> bool {
+    let code = db.code().code();
+    ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "55P03"
 }
 
 fn describe_pool_error(e: &PoolError) -> String {
@@ -217,34 +297,61 @@ impl Store for PostgresStore {
         })
     }
 
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let key = id.to_bytes();
+        self.block(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let row = client
+                .query_opt("SELECT record FROM tokend_tokens WHERE id = $1", &[&&key[..]])
+                .await
+                .map_err(|e| self.pg(e))?;
+            row.map(|row| decode(&key, row.get(0))).transpose()
+        })
+    }
+
+    fn apply(&self, changes: &[Change], quota: Option<OwnerQuota<'_>>) -> Result<(), StoreError> {
         self.block(async {
             let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
             let tx = client.transaction().await.map_err(|e| self.pg(e))?;
-            let put = tx
-                .prepare_cached(
-                    "INSERT INTO tokend_tokens (id, owner, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, record = EXCLUDED.record",
-                )
-                .await
-                .map_err(|e| self.pg(e))?;
+            if let Some(quota) = quota {
+                // Issues for one owner queue here, replica or not, until the
+                // holder commits: the count below then includes its token.
+                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", &[&quota.owner])
+                    .await
+                    .map_err(|e| self.pg(e))?;
+                let active: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM tokend_tokens WHERE owner = $1 AND revoke_time IS NULL
+                         AND (expire_time IS NULL OR expire_time > $2)",
+                        &[&quota.owner, &quota.now.0],
+                    )
+                    .await
+                    .map_err(|e| self.pg(e))?
+                    .get(0);
+                if active >= i64::from(quota.limit) {
+                    return Err(StoreError::QuotaExceeded { limit: quota.limit });
+                }
+            }
             for change in changes {
                 match change {
-                    Change::Put(r) => {
-                        let (id, owner, record) = (&r.id.to_bytes()[..], &*r.owner, encode(r));
-                        tx.execute(&put, &[&id, &owner, &record]).await.map_err(|e| self.pg(e))?;
-                    }
+                    Change::Put(r) => self.put(&tx, r).await?,
                     Change::Bootstrapped => {
-                        tx.execute(
-                            "INSERT INTO tokend_meta (key, value) VALUES ('bootstrapped', 'true')
-                             ON CONFLICT (key) DO NOTHING",
-                            &[],
-                        )
-                        .await
-                        .map_err(|e| self.pg(e))?;
+                        let inserted = tx
+                            .execute(
+                                "INSERT INTO tokend_meta (key, value) VALUES ('bootstrapped', 'true')
+                                 ON CONFLICT (key) DO NOTHING",
+                                &[],
+                            )
+                            .await
+                            .map_err(|e| self.pg(e))?;
+                        if inserted == 0 {
+                            return Err(StoreError::AlreadyBootstrapped);
+                        }
                     }
                 }
             }
+            // Delivered to listening replicas when (and only if) this commits.
+            tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
             tx.commit().await.map_err(|e| self.pg(e))
         })
     }
@@ -260,10 +367,14 @@ impl Store for PostgresStore {
             let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
             // GREATEST: several replicas record uses of the same token; the
             // time only moves forward, whoever writes last.
+            // The batch's mark lets other replicas read the batches they
+            // have not seen (see `feed`).
             client
                 .execute(
-                    "UPDATE tokend_tokens AS t SET last_used = GREATEST(t.last_used, u.at)
-                     FROM unnest($1::bytea[], $2::bigint[]) AS u(id, at) WHERE t.id = u.id",
+                    "WITH batch AS MATERIALIZED (SELECT nextval('tokend_last_used_batches') AS seq)
+                     UPDATE tokend_tokens AS t SET last_used = GREATEST(t.last_used, u.at), last_used_seq = batch.seq
+                     FROM unnest($1::bytea[], $2::bigint[]) AS u(id, at), batch
+                     WHERE t.id = u.id",
                     &[&ids, &nanos],
                 )
                 .await

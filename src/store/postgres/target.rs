@@ -67,7 +67,7 @@ impl Target {
             kept.push("sslmode=require");
         }
         let rewritten = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-        let config = tokio_postgres::Config::from_str(&rewritten).map_err(|e| e.to_string())?;
+        let config = tokio_postgres::Config::from_str(&rewritten).map_err(|e| super::describe(&e))?;
         let verify = match (verify, &root_file) {
             (Some(v), Some(_)) => v,
             (Some(_), None) => return Err("sslmode=verify-ca and verify-full need sslrootcert=<CA file>".into()),

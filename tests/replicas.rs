@@ -1,0 +1,390 @@
+//! Several replicas on one PostgreSQL: writes through any replica reach
+//! every other through the change feed, the rules hold across replicas,
+//! and a replica cut off from the database fails closed. Skips (saying
+//! why) without PostgreSQL server binaries, unless TOKEND_REQUIRE_POSTGRES=1.
+
+mod common;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{START, TestServer, issue, issue_request, postgres::Postgres, proxy::Proxy, result, verify};
+use tokend::{
+    Config,
+    clock::Clock,
+    pb::{self, VerifyResult},
+    store::PostgresOptions,
+    token::Secret,
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+struct Cluster {
+    pg: Postgres,
+    url: String,
+    db: String,
+    clock: Clock,
+    admin: Secret,
+}
+
+impl Cluster {
+    async fn start() -> Option<Cluster> {
+        let pg = Postgres::start()?;
+        let db = pg.create_database_named().await;
+        let url = pg.url(&db);
+        Some(Cluster { pg, url, db, clock: Clock::manual(START), admin: Secret::generate("tk") })
+    }
+
+    fn config(&self, url: &str, adjust: impl FnOnce(&mut Config, &mut PostgresOptions)) -> Config {
+        let mut config = Config::new("unused-with-postgres");
+        let mut options = PostgresOptions { timeout: Duration::from_secs(2), ..PostgresOptions::new(url) };
+        config.clock = self.clock.clone();
+        config.bootstrap_token = Some(self.admin.clone());
+        adjust(&mut config, &mut options);
+        config.postgres = Some(options);
+        config
+    }
+
+    async fn replica(&self) -> TestServer {
+        self.replica_with(|_, _| {}).await
+    }
+
+    async fn replica_with(&self, adjust: impl FnOnce(&mut Config, &mut PostgresOptions)) -> TestServer {
+        self.replica_at(&self.url.clone(), adjust).await
+    }
+
+    async fn replica_at(&self, url: &str, adjust: impl FnOnce(&mut Config, &mut PostgresOptions)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        TestServer::start_in(dir, self.config(url, adjust), self.admin.expose().to_owned()).await
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; returns how
+/// long it took.
+async fn eventually<F: Future<Output = bool>>(limit: Duration, mut check: impl FnMut() -> F) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn verdict(server: &TestServer, secret: &str) -> VerifyResult {
+    result(&verify(&mut server.verifier().await, secret, &[]).await)
+}
+
+/// Like [`verdict`], but a refused call (a stale replica) is `None`.
+async fn answer(server: &TestServer, secret: &str) -> Option<VerifyResult> {
+    let req = pb::VerifyRequest { token: secret.to_owned(), ..Default::default() };
+    let response = server.verifier().await.verify(req).await.ok()?;
+    Some(result(&response.into_inner()))
+}
+
+async fn sees(server: &TestServer, secret: &str, want: VerifyResult, limit: Duration) -> Duration {
+    match eventually(limit, || async { answer(server, secret).await == Some(want) }).await {
+        Some(took) => took,
+        None => panic!("replica did not see {want:?} within {limit:?} (sees {:?})", answer(server, secret).await),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_replica_reach_every_other_within_a_second() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let r = [cluster.replica().await, cluster.replica().await, cluster.replica().await];
+
+    let t = issue(&mut r[0].admin().await, "t", "team", &[]).await;
+    for other in &r[1..] {
+        sees(other, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    }
+
+    let id = t.token.as_ref().unwrap().id.clone();
+    r[1].admin().await.revoke(pb::RevokeRequest { id: id.clone(), reason: "leak".into() }).await.unwrap();
+    assert_eq!(verdict(&r[1], &t.secret).await, VerifyResult::Revoked, "the writing replica, before Revoke returns");
+    for other in [&r[0], &r[2]] {
+        let took = sees(other, &t.secret, VerifyResult::Revoked, Duration::from_secs(1)).await;
+        eprintln!("revocation reached another replica in {took:?}");
+    }
+
+    // A rotation with grace: both halves, the same on every replica.
+    let old = issue(&mut r[2].admin().await, "old", "team", &[]).await;
+    let old_id = old.token.as_ref().unwrap().id.clone();
+    sees(&r[0], &old.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    let rotation = r[2]
+        .admin()
+        .await
+        .rotate(pb::RotateRequest { id: old_id.clone(), grace_period: Some(common::secs(60)) })
+        .await
+        .unwrap()
+        .into_inner();
+    let new_id = rotation.token.as_ref().unwrap().id.clone();
+    for replica in &r {
+        sees(replica, &rotation.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+        assert_eq!(verdict(replica, &old.secret).await, VerifyResult::Ok, "old half within its grace");
+        let got = replica.admin().await.get(pb::GetRequest { id: old_id.clone() }).await.unwrap().into_inner();
+        let got = got.token.unwrap();
+        assert_eq!(got.rotated_to, new_id);
+        assert_eq!(got.expire_time, rotation.previous.as_ref().unwrap().expire_time);
+    }
+    // Past the grace, the old half expires everywhere.
+    cluster.clock.advance(Duration::from_secs(61));
+    for replica in &r {
+        assert_eq!(verdict(replica, &old.secret).await, VerifyResult::Expired);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_hold_across_replicas() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let r = Arc::new([
+        cluster.replica_with(|c, _| c.max_tokens_per_owner = 3).await,
+        cluster.replica_with(|c, _| c.max_tokens_per_owner = 3).await,
+        cluster.replica_with(|c, _| c.max_tokens_per_owner = 3).await,
+    ]);
+
+    // Rotation race: two replicas rotate one token at once; exactly one wins.
+    for round in 0..5 {
+        let t = issue(&mut r[0].admin().await, &format!("race-{round}"), &format!("rot-{round}"), &[]).await;
+        let id = t.token.unwrap().id;
+        let (mut a, mut b) = (r[1].admin().await, r[2].admin().await);
+        let (ra, rb) = tokio::join!(
+            a.rotate(pb::RotateRequest { id: id.clone(), grace_period: None }),
+            b.rotate(pb::RotateRequest { id: id.clone(), grace_period: None }),
+        );
+        let codes =
+            [ra.as_ref().map_or_else(|e| e.code(), |_| Code::Ok), rb.as_ref().map_or_else(|e| e.code(), |_| Code::Ok)];
+        let mut sorted = codes;
+        sorted.sort_by_key(|c| *c as i32);
+        assert_eq!(sorted, [Code::Ok, Code::FailedPrecondition], "round {round}: {ra:?} / {rb:?}");
+    }
+
+    // Quota race: twelve Issues for one owner through three replicas at once.
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut admin = r[i % 3].admin().await;
+                admin.issue(issue_request(&format!("q{i}"), "quota-owner", &[])).await.map(|_| ()).map_err(|e| e.code())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(code) => assert_eq!(code, Code::ResourceExhausted),
+        }
+    }
+    assert_eq!(ok, 3, "exactly --max-tokens-per-owner succeed across replicas");
+
+    // Revoke stays idempotent with the first revoke time, whichever replica.
+    let t = issue(&mut r[0].admin().await, "rev", "rev-owner", &[]).await;
+    let id = t.token.unwrap().id;
+    let first = r[0].admin().await.revoke(pb::RevokeRequest { id: id.clone(), reason: "first".into() }).await.unwrap();
+    cluster.clock.advance(Duration::from_secs(5));
+    let again = r[1].admin().await.revoke(pb::RevokeRequest { id: id.clone(), reason: "second".into() }).await.unwrap();
+    let (first, again) = (first.into_inner().token.unwrap(), again.into_inner().token.unwrap());
+    assert_eq!(again.revoke_time, first.revoke_time);
+    assert_eq!(again.revoke_reason, "first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_commits_out_of_sequence_order_is_not_missed() {
+    let Some(cluster) = Cluster::start().await else { return };
+    // A's rotation waits on a lock the test holds; under a loaded CI machine
+    // that may take seconds. Replicas must agree on --store-timeout: it sets
+    // how long a reader keeps waiting for an invisible number.
+    let patient = |_: &mut Config, o: &mut PostgresOptions| o.timeout = Duration::from_secs(10);
+    let (a, b, c) =
+        (cluster.replica_with(patient).await, cluster.replica_with(patient).await, cluster.replica_with(patient).await);
+    let old = issue(&mut a.admin().await, "old", "o", &[]).await;
+    let old_id = old.token.as_ref().unwrap().id.clone();
+    sees(&c, &old.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+
+    // Hold a row lock on the old token: A's rotation takes its outbox number
+    // for the new token, then waits on the lock with its transaction open.
+    let (side, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    side.batch_execute("BEGIN").await.unwrap();
+    side.execute("SELECT 1 FROM tokend_tokens WHERE id = decode(replace($1, '-', ''), 'hex') FOR UPDATE", &[&old_id])
+        .await
+        .unwrap();
+    let rotating = {
+        let mut admin = a.admin().await;
+        let id = old_id.clone();
+        tokio::spawn(async move { admin.rotate(pb::RotateRequest { id, grace_period: None }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later number commits first, and C reads past it.
+    let later = issue(&mut b.admin().await, "later", "o", &[]).await;
+    sees(&c, &later.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+
+    side.batch_execute("COMMIT").await.unwrap();
+    let rotation = rotating.await.unwrap().expect("the rotation commits once the lock is released").into_inner();
+    let took = sees(&c, &rotation.secret, VerifyResult::Ok, Duration::from_secs(2)).await;
+    assert_eq!(verdict(&c, &old.secret).await, VerifyResult::Revoked);
+    eprintln!("the out-of-order change reached C {took:?} after its commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reconnect_and_catch_up_after_lost_connections_and_a_database_restart() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let (a, b) = (cluster.replica().await, cluster.replica().await);
+    let t1 = issue(&mut a.admin().await, "t1", "o", &[]).await;
+    let t2 = issue(&mut a.admin().await, "t2", "o", &[]).await;
+    sees(&b, &t2.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+
+    // Every tokend connection is terminated by the server.
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        cluster.db
+    );
+    cluster.pg.execute("postgres", &terminate).await;
+    revoke_with_retries(&a, &t1).await;
+    sees(&b, &t1.secret, VerifyResult::Revoked, Duration::from_secs(3)).await;
+
+    // A fast restart of the database.
+    cluster.pg.restart();
+    revoke_with_retries(&b, &t2).await;
+    sees(&a, &t2.secret, VerifyResult::Revoked, Duration::from_secs(3)).await;
+}
+
+/// The first write after the database dropped connections may fail with
+/// UNAVAILABLE; retries succeed once the pool has reconnected.
+async fn revoke_with_retries(server: &TestServer, t: &pb::IssueResponse) {
+    let id = t.token.as_ref().unwrap().id.clone();
+    let mut admin = server.admin().await;
+    let done = eventually(Duration::from_secs(10), || {
+        let (mut admin, id) = (admin.clone(), id.clone());
+        async move {
+            match admin.revoke(pb::RevokeRequest { id, reason: String::new() }).await {
+                Ok(_) => true,
+                Err(e) if e.code() == Code::Unavailable => false,
+                Err(e) => panic!("revoke: {e:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(done.is_some(), "revoke succeeded after reconnecting");
+    let _ = &mut admin;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let a = cluster.replica().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", cluster.pg.port).parse().unwrap()).await;
+    let via_proxy = cluster.url.replace(&format!(":{}/", cluster.pg.port), &format!(":{}/", proxy.addr.port()));
+    let max_staleness = Duration::from_secs(2);
+    let c = cluster.replica_at(&via_proxy, |_, o| o.max_staleness = max_staleness).await;
+    let t = issue(&mut a.admin().await, "t", "o", &[]).await;
+    sees(&c, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+
+    proxy.forward(false);
+    let cut = Instant::now();
+    let id = t.token.as_ref().unwrap().id.clone();
+    a.admin().await.revoke(pb::RevokeRequest { id, reason: "while C is cut off".into() }).await.unwrap();
+    let mut health = HealthClient::new(c.channel().await);
+    let serving = |health: &mut HealthClient<_>| {
+        let mut health: HealthClient<tonic::transport::Channel> = health.clone();
+        async move {
+            let req = HealthCheckRequest { service: "tokend.v1.VerifyService".into() };
+            health.check(req).await.unwrap().into_inner().status
+        }
+    };
+    let stale = eventually(max_staleness + Duration::from_secs(2), || {
+        let fut = serving(&mut health);
+        async move {
+            fut.await == 2 /* NOT_SERVING */
+        }
+    })
+    .await;
+    assert!(stale.is_some(), "NOT_SERVING within max-staleness + 2 s of the cut");
+    let err = c.verifier().await.verify(pb::VerifyRequest { token: t.secret.clone(), ..Default::default() }).await;
+    let err = err.expect_err("a stale replica does not answer Verify");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("stale"), "{}", err.message());
+    assert!(cut.elapsed() <= max_staleness + Duration::from_secs(2) + Duration::from_millis(500));
+
+    proxy.forward(true);
+    let healed = Instant::now();
+    sees(&c, &t.secret, VerifyResult::Revoked, Duration::from_secs(2 + 2)).await;
+    assert!(healed.elapsed() < Duration::from_secs(4), "rejected within 2 s of healing (+ one pool timeout)");
+    let back = eventually(Duration::from_secs(2), || {
+        let fut = serving(&mut health);
+        async move {
+            fut.await == 1 /* SERVING */
+        }
+    })
+    .await;
+    assert!(back.is_some(), "SERVING again by itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_happens_once_when_three_replicas_start_together() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut procs: Vec<_> =
+        dirs.iter().map(|d| common::process::Process::serve(d.path(), &["--store", &cluster.url])).collect();
+    let mut banners = 0;
+    for p in &mut procs {
+        p.addr(); // serving: start-up, bootstrap included, is over
+    }
+    for mut p in procs {
+        assert!(p.terminate().success());
+        banners += p.log().matches("a bootstrap admin token was generated").count();
+    }
+    assert_eq!(banners, 1, "one banner in total");
+    let (side, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let admins: i64 = side.query_one("SELECT count(*) FROM tokend_tokens", &[]).await.unwrap().get(0);
+    assert_eq!(admins, 1, "one bootstrap token in the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_of_a_replica_under_concurrent_writes() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let b = cluster.replica().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TOKEND_BOOTSTRAP_TOKEN", cluster.admin.expose())];
+    let mut a = common::process::Process::serve_with_env(dir.path(), &["--store", &cluster.url], &env);
+    let addr = a.addr();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acknowledged, token) = (acknowledged.clone(), cluster.admin.expose().to_owned());
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap();
+                let Ok(channel) = channel.connect().await else { return };
+                let mut admin =
+                    pb::token_service_client::TokenServiceClient::with_interceptor(channel, common::Bearer(token));
+                for i in 0.. {
+                    match admin.issue(issue_request(&format!("w{w}-{i}"), "o", &[])).await {
+                        Ok(r) => acknowledged.lock().unwrap().push(r.into_inner().secret),
+                        Err(_) => return, // killed
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill9();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 10, "writes happened before the kill: {}", acknowledged.len());
+    // Every acknowledged write is on the surviving replica (via the feed)
+    // and on a replica started afterwards (via the load).
+    let c = cluster.replica().await;
+    for secret in &acknowledged {
+        sees(&b, secret, VerifyResult::Ok, Duration::from_secs(2)).await;
+        assert_eq!(verdict(&c, secret).await, VerifyResult::Ok);
+    }
+}
