@@ -5,24 +5,6 @@ mod common;
 
 use common::*;
 use tokend::pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn scrape(server: &TestServer, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(server.metrics_addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// The value of the series whose line starts with `series` (name and labels).
-fn value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_the_traffic() {

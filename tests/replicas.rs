@@ -258,7 +258,7 @@ async fn replicas_reconnect_and_catch_up_after_lost_connections_and_a_database_r
 /// UNAVAILABLE; retries succeed once the pool has reconnected.
 async fn revoke_with_retries(server: &TestServer, t: &pb::IssueResponse) {
     let id = t.token.as_ref().unwrap().id.clone();
-    let mut admin = server.admin().await;
+    let admin = server.admin().await;
     let done = eventually(Duration::from_secs(10), || {
         let (mut admin, id) = (admin.clone(), id.clone());
         async move {
@@ -271,7 +271,6 @@ async fn revoke_with_retries(server: &TestServer, t: &pb::IssueResponse) {
     })
     .await;
     assert!(done.is_some(), "revoke succeeded after reconnecting");
-    let _ = &mut admin;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,4 +386,41 @@ async fn acknowledged_writes_survive_kill_9_of_a_replica_under_concurrent_writes
         sees(&b, secret, VerifyResult::Ok, Duration::from_secs(2)).await;
         assert_eq!(verdict(&c, secret).await, VerifyResult::Ok);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uses_seen_by_one_replica_show_on_another_and_the_feed_is_measured() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let quick = |c: &mut Config, _: &mut PostgresOptions| c.last_used_flush_interval = Duration::from_millis(200);
+    let (a, b) = (cluster.replica_with(quick).await, cluster.replica_with(quick).await);
+    let t = issue(&mut a.admin().await, "t", "o", &[]).await;
+    let id = t.token.as_ref().unwrap().id.clone();
+    sees(&b, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    let (_, before) = common::scrape(&b, "/metrics").await;
+
+    // A use on A: B's Get shows it within flush interval + poll interval.
+    cluster.clock.advance(Duration::from_secs(30));
+    assert_eq!(verdict(&a, &t.secret).await, VerifyResult::Ok);
+    let used = cluster.clock.now().as_nanos() / 1_000_000_000;
+    let admin = b.admin().await;
+    let shown = eventually(Duration::from_millis(200) + Duration::from_secs(1) + Duration::from_millis(500), || {
+        let (mut admin, id) = (admin.clone(), id.clone());
+        async move {
+            let t = admin.get(pb::GetRequest { id }).await.unwrap().into_inner().token.unwrap();
+            t.last_used_time.is_some_and(|at| at.seconds == used)
+        }
+    })
+    .await;
+    assert!(shown.is_some(), "B shows A's use");
+
+    // The feed's metrics: B applied at least the issued token, and is current.
+    let revoked = issue(&mut a.admin().await, "r", "o", &[]).await;
+    let rid = revoked.token.as_ref().unwrap().id.clone();
+    a.admin().await.revoke(pb::RevokeRequest { id: rid, reason: String::new() }).await.unwrap();
+    sees(&b, &revoked.secret, VerifyResult::Revoked, Duration::from_secs(1)).await;
+    let (_, after) = common::scrape(&b, "/metrics").await;
+    let applied = |body: &str| common::value(body, "tokend_feed_changes_applied_total");
+    assert!(applied(&after) - applied(&before) >= 2.0, "issue and revoke applied:\n{after}");
+    let staleness = common::value(&after, "tokend_feed_staleness_seconds");
+    assert!(after.contains("tokend_feed_staleness_seconds ") && staleness < 2.0, "{staleness}\n{after}");
 }

@@ -167,3 +167,23 @@ pub fn result(r: &pb::VerifyResponse) -> pb::VerifyResult {
 pub fn status(t: &pb::Token) -> pb::TokenStatus {
     pb::TokenStatus::try_from(t.status).unwrap()
 }
+
+/// `GET path` on the server's metrics listener: (head, body).
+pub async fn scrape(server: &TestServer, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.metrics_addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the series whose line starts with `series` (name and labels).
+pub fn value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
