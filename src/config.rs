@@ -29,6 +29,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve grpc.health.v1.Health alone on this address, always without
+    /// TLS: for Kubernetes' gRPC probes, which cannot speak TLS.
+    #[arg(long, env = "TOKEND_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Directory of the embedded sled store (created if missing). Accepted
     /// and unused with --store.
     #[arg(long, env = "TOKEND_DATA_DIR", default_value = "./tokend-data")]

@@ -87,39 +87,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(mut args) => {
             telemetry::init(args.log_format);
             args.bootstrap_token = std::env::var("TOKEND_BOOTSTRAP_TOKEN").ok();
-            let (listen, admin_listen, metrics_listen) = (args.listen, args.admin_listen, args.metrics_listen);
+            let addresses = Addresses {
+                grpc: args.listen,
+                admin: args.admin_listen,
+                metrics: args.metrics_listen,
+                health: args.health_listen,
+            };
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(
-                listen,
-                admin_listen,
-                metrics_listen,
-                config,
-            ))
+            tokio::runtime::Runtime::new()
+                .context("cannot start the async runtime")?
+                .block_on(serve(addresses, config))
         }
     }
 }
 
-async fn serve(
-    listen: std::net::SocketAddr,
-    admin_listen: Option<std::net::SocketAddr>,
-    metrics_listen: Option<std::net::SocketAddr>,
-    config: tokend::Config,
-) -> anyhow::Result<()> {
+/// The addresses to serve on, from the flags.
+struct Addresses {
+    grpc: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+    metrics: Option<std::net::SocketAddr>,
+    health: Option<std::net::SocketAddr>,
+}
+
+/// Opens the store, then binds and serves until SIGTERM or SIGINT.
+async fn serve(addresses: Addresses, config: tokend::Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let mut tokend = Tokend::open(config).await?;
     if let Some(secret) = tokend.take_bootstrap_secret() {
         print_bootstrap_banner(&secret);
     }
     let listeners = tokend::server::Listeners {
-        grpc: bind(listen, "--listen").await?,
-        admin: match admin_listen {
-            Some(addr) => Some(bind(addr, "--admin-listen").await?),
-            None => None,
-        },
-        metrics: match metrics_listen {
-            Some(addr) => Some(bind(addr, "--metrics-listen").await?),
-            None => None,
-        },
+        grpc: bind(addresses.grpc, "--listen").await?,
+        admin: bind_optional(addresses.admin, "--admin-listen").await?,
+        metrics: bind_optional(addresses.metrics, "--metrics-listen").await?,
+        health: bind_optional(addresses.health, "--health-listen").await?,
     };
     tokend.serve_on(listeners, shutdown).await?;
     Ok(())
@@ -127,6 +128,16 @@ async fn serve(
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({flag})"))
+}
+
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    flag: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => bind(addr, flag).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The one place a secret is printed outside a gRPC response: the generated

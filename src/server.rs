@@ -163,6 +163,10 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// Prometheus metrics over HTTP (`GET /metrics`).
     pub metrics: Option<TcpListener>,
+    /// `grpc.health.v1.Health` only, always plaintext: for Kubernetes'
+    /// native gRPC probes, which cannot speak TLS, so readiness keeps
+    /// following the staleness watchdog with TLS on.
+    pub health: Option<TcpListener>,
 }
 
 impl Tokend {
@@ -222,13 +226,14 @@ impl Tokend {
     /// Serves every service on `listener` until `shutdown` resolves, then
     /// shuts down gracefully.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        self.serve_on(Listeners { grpc: listener, admin: None, metrics: None }, shutdown).await
+        self.serve_on(Listeners { grpc: listener, admin: None, metrics: None, health: None }, shutdown).await
     }
 
     /// Like [`Tokend::serve`], on every listener in `listeners`.
     pub async fn serve_on(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let Tokend { config, tls, registry, verifier, metrics, feed, .. } = self;
-        let Listeners { grpc: listener, admin: admin_listener, metrics: metrics_listener } = listeners;
+        let Listeners { grpc: listener, admin: admin_listener, metrics: metrics_listener, health: health_listener } =
+            listeners;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -292,16 +297,17 @@ impl Tokend {
             Some(l) => {
                 tracing::info!(addr = %addr(&l), "serving the admin plane");
                 let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
-                Some(router(true, false)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx)))
+                Some(router(true, false)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
             }
             None => None,
         };
-        let server = async move {
-            match admin_plane {
-                Some(admin_plane) => tokio::try_join!(main, admin_plane).map(|_| ()),
-                None => main.await,
-            }
-        };
+        let health_only = health_listener.map(|l| {
+            tracing::info!(addr = %addr(&l), "serving health checks (plaintext)");
+            tonic::transport::Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(TcpIncoming::from(l).with_nodelay(Some(true)), stopped(stop_rx))
+        });
+        let server = async move { tokio::try_join!(main, optional(admin_plane), optional(health_only)).map(|_| ()) };
         tokio::pin!(server);
 
         let served = tokio::select! {
@@ -353,6 +359,14 @@ struct Opened {
     bootstrapped: bool,
     index: Arc<Index>,
     feed: Option<Feed>,
+}
+
+/// Serves `server` if there is one.
+async fn optional<E>(server: Option<impl Future<Output = Result<(), E>>>) -> Result<(), E> {
+    match server {
+        Some(server) => server.await,
+        None => Ok(()),
+    }
 }
 
 /// Opens the configured store and loads the index from it.

@@ -191,7 +191,7 @@ async fn an_admin_listener_takes_the_admin_plane_off_the_main_port() {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (main_addr, admin_addr) = (main.local_addr().unwrap(), admin.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let listeners = tokend::server::Listeners { grpc: main, admin: Some(admin), metrics: None };
+    let listeners = tokend::server::Listeners { grpc: main, admin: Some(admin), metrics: None, health: None };
     let task = tokio::spawn(tokend.serve_on(listeners, async {
         let _ = stopped.await;
     }));

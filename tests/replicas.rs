@@ -288,7 +288,9 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
     let cut = Instant::now();
     let id = t.token.as_ref().unwrap().id.clone();
     a.admin().await.revoke(pb::RevokeRequest { id, reason: "while C is cut off".into() }).await.unwrap();
-    let mut health = HealthClient::new(c.channel().await);
+    // The plaintext health port, as Kubernetes' probes see it.
+    let probe = tonic::transport::Channel::from_shared(format!("http://{}", c.health_addr)).unwrap();
+    let mut health = HealthClient::new(probe.connect().await.unwrap());
     let serving = |health: &mut HealthClient<_>| {
         let mut health: HealthClient<tonic::transport::Channel> = health.clone();
         async move {

@@ -116,3 +116,21 @@ async fn unreadable_or_invalid_tls_files_stop_start_up_naming_the_file() {
     let err = tokend::Tokend::open(config).await.err().expect("must not start");
     assert!(err.to_string().contains("garbage.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn health_checks_stay_plaintext_on_the_health_port_with_mtls_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let tls = pki.server.clone();
+    let server = TestServer::start_with(move |c| c.tls = Some(tls)).await;
+    // What Kubernetes' gRPC probe does: plaintext, no certificate.
+    let plain = Channel::from_shared(format!("http://{}", server.health_addr)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(plain.clone());
+    for service in ["", "tokend.v1.VerifyService"] {
+        let req = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        let status = health.check(req).await.expect("plaintext health check").into_inner().status;
+        assert_eq!(status, 1, "SERVING for {service:?}");
+    }
+    // Nothing else is served there.
+    assert_eq!(verify_call(plain).await.unwrap_err().code(), tonic::Code::Unimplemented);
+}

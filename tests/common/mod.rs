@@ -40,6 +40,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served.
     pub metrics_addr: SocketAddr,
+    /// Where health checks alone are served, in plaintext (--health-listen).
+    pub health_addr: SocketAddr,
     /// The bootstrap admin token.
     pub admin_token: String,
     pub clock: Clock,
@@ -75,13 +77,16 @@ impl TestServer {
         let tokend = Tokend::open(config).await.expect("tokend starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, metrics_addr) = (listener.local_addr().unwrap(), metrics.local_addr().unwrap());
+        let health_addr = health.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listeners = tokend::server::Listeners { grpc: listener, admin: None, metrics: Some(metrics) };
+        let listeners =
+            tokend::server::Listeners { grpc: listener, admin: None, metrics: Some(metrics), health: Some(health) };
         let task = tokio::spawn(tokend.serve_on(listeners, async {
             let _ = stopped.await;
         }));
-        TestServer { addr, metrics_addr, admin_token, clock, dir, stop: Some(stop), task: Some(task) }
+        TestServer { addr, metrics_addr, health_addr, admin_token, clock, dir, stop: Some(stop), task: Some(task) }
     }
 
     pub async fn channel(&self) -> Channel {
