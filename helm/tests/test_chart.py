@@ -31,8 +31,12 @@ def render(values=None):
 
 
 def container(objects):
-    sts = objects[("StatefulSet", "rel-tokend")]
-    return sts, sts["spec"]["template"]["spec"]["containers"][0]
+    """The workload (StatefulSet on sled, Deployment on PostgreSQL) and its container."""
+    workload = objects.get(("StatefulSet", "rel-tokend")) or objects[("Deployment", "rel-tokend")]
+    return workload, workload["spec"]["template"]["spec"]["containers"][0]
+
+
+POSTGRES = {"store": {"postgres": {"existingSecret": "tokend-pg", "existingSecretKey": "dsn"}}}
 
 
 class Defaults(unittest.TestCase):
@@ -54,9 +58,10 @@ class Defaults(unittest.TestCase):
         mounts = {m["name"]: m["mountPath"] for m in self.c["volumeMounts"]}
         self.assertEqual(mounts["data"], "/var/lib/tokend")
 
-    def test_probes_are_native_grpc(self):
+    def test_probes_are_native_grpc_on_the_health_port(self):
+        self.assertIn("--health-listen=0.0.0.0:50053", self.c["args"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            self.assertEqual(self.c[probe]["grpc"]["port"], 50051, probe)
+            self.assertEqual(self.c[probe]["grpc"]["port"], 50053, probe)
         self.assertEqual(self.c["readinessProbe"]["grpc"]["service"], "tokend.v1.VerifyService")
         self.assertEqual(self.c["livenessProbe"]["grpc"]["service"], "")
 
@@ -117,8 +122,9 @@ class Variants(unittest.TestCase):
         volumes = {v["name"]: v["secret"]["secretName"] for v in sts["spec"]["template"]["spec"]["volumes"]}
         self.assertEqual(volumes["tls"], "tokend-tls")
         self.assertEqual(volumes["client-ca"], "mesh-ca")
-        # Kubernetes gRPC probes cannot speak TLS.
-        self.assertEqual(c["readinessProbe"]["tcpSocket"]["port"], "grpc")
+        # Kubernetes' gRPC probes cannot speak TLS: they use the plaintext
+        # health port, so readiness still reports the service's health.
+        self.assertEqual(c["readinessProbe"]["grpc"], {"port": 50053, "service": "tokend.v1.VerifyService"})
 
     def test_tls_without_a_secret_fails_to_render(self):
         with self.assertRaises(helm.HelmError):
@@ -155,6 +161,31 @@ class Variants(unittest.TestCase):
         _, c = container(render({"metrics": {"enabled": False}}))
         self.assertFalse(any(a.startswith("--metrics-listen") for a in c["args"]))
 
+    def test_postgres_runs_a_deployment_of_replicas_without_volumes(self):
+        objects = render(POSTGRES)
+        self.assertNotIn(("StatefulSet", "rel-tokend"), objects)
+        self.assertNotIn(("Service", "rel-tokend-headless"), objects)
+        deploy, c = container(objects)
+        self.assertEqual(deploy["spec"]["replicas"], 2)
+        self.assertEqual(deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0)
+        self.assertNotIn("volumeClaimTemplates", deploy["spec"])
+        self.assertNotIn("data", {m["name"] for m in c["volumeMounts"]})
+        self.assertFalse(any(a.startswith("--data-dir") for a in c["args"]))
+        self.assertIn("--max-staleness=10s", c["args"])
+        store = [e for e in c["env"] if e["name"] == "TOKEND_STORE"][0]
+        self.assertEqual(store["valueFrom"]["secretKeyRef"], {"name": "tokend-pg", "key": "dsn"})
+        self.assertFalse(any("postgres://" in a for a in c["args"]), "the URL stays out of the args")
+        anti = deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        self.assertEqual(term["topologyKey"], "kubernetes.io/hostname")
+        self.assertEqual(objects[("PodDisruptionBudget", "rel-tokend")]["spec"]["minAvailable"], 1)
+        self.assertEqual(c["readinessProbe"]["grpc"]["port"], 50053)
+        self.assertIn("replicas on PostgreSQL", objects[("NOTES", "")])
+
+    def test_postgres_takes_a_replica_count(self):
+        deploy, _ = container(render({**POSTGRES, "replicaCount": 5}))
+        self.assertEqual(deploy["spec"]["replicas"], 5)
+
     def test_typos_and_replicas_are_rejected_by_the_schema(self):
         for bad in ({"replicaCount": 2}, {"confg": {}}, {"config": {"tokenPrefix": "Bad"}}, {"service": {"grpcPort": 0}}):
             with self.subTest(bad=bad), self.assertRaises(helm.HelmError):
@@ -181,6 +212,7 @@ class Packaging(unittest.TestCase):
                 .replace("0.0.0.0:50051", "127.0.0.1:0")
                 .replace("0.0.0.0:50052", "127.0.0.1:0")
                 .replace("0.0.0.0:9090", "127.0.0.1:0")
+                .replace("0.0.0.0:50053", "127.0.0.1:0")
                 for a in c["args"]
             ]
             proc = subprocess.Popen([str(binary), "serve", *args], stderr=subprocess.PIPE, text=True)

@@ -33,3 +33,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "tokend.bootstrapSecret" -}}
 {{- default (printf "%s-bootstrap" (include "tokend.fullname" .)) .Values.bootstrap.existingSecret }}
 {{- end }}
+
+{{/* "true" when the chart runs on PostgreSQL (several replicas), "" on sled. */}}
+{{- define "tokend.postgres" -}}
+{{- if .Values.store.postgres.existingSecret }}true{{ end }}
+{{- end }}
