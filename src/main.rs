@@ -94,9 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 health: args.health_listen,
             };
             let config = args.into_config().map_err(anyhow::Error::msg)?;
-            tokio::runtime::Runtime::new()
-                .context("cannot start the async runtime")?
-                .block_on(serve(addresses, config))
+            tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(serve(addresses, config))
         }
     }
 }

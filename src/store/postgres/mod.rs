@@ -162,6 +162,34 @@ impl PostgresStore {
         }
     }
 
+    /// Writes `records` with one bulk `COPY` and marks the store
+    /// bootstrapped (benchmarks: a million tokens in seconds). For an empty
+    /// database only; no outbox rows are written, so running replicas do
+    /// not see these records until they restart.
+    pub async fn copy_in(&self, records: &[TokenRecord]) -> Result<(), StoreError> {
+        use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+        let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        let tx = client.transaction().await.map_err(|e| self.pg(e))?;
+        let sink = tx
+            .copy_in("COPY tokend_tokens (id, owner, version, expire_time, revoke_time, record) FROM STDIN BINARY")
+            .await
+            .map_err(|e| self.pg(e))?;
+        let types = [Type::BYTEA, Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::BYTEA];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(writer);
+        for r in records {
+            let (id, version) = (&r.id.to_bytes()[..], i64::try_from(r.version).unwrap_or(i64::MAX));
+            let (expire, revoke) = (r.expire_time.map(|t| t.0), r.revoke_time.map(|t| t.0));
+            let row: [&(dyn ToSql + Sync); 6] = [&id, &&*r.owner, &version, &expire, &revoke, &encode(r)];
+            writer.as_mut().write(&row).await.map_err(|e| self.pg(e))?;
+        }
+        writer.finish().await.map_err(|e| self.pg(e))?;
+        tx.execute("INSERT INTO tokend_meta (key, value) VALUES ('bootstrapped', 'true') ON CONFLICT DO NOTHING", &[])
+            .await
+            .map_err(|e| self.pg(e))?;
+        tx.commit().await.map_err(|e| self.pg(e))
+    }
+
     /// The database, as logs name it (no password).
     pub fn target(&self) -> &str {
         &self.target

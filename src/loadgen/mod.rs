@@ -19,10 +19,19 @@
 //!   30,000 more tokens a second in process (`--tail-dirty-per-second`), as
 //!   other clients of a busy replica would;
 //! * start-up of the real binary: time to SERVING and resident memory.
+//! * with `--mode postgres --store URL` (an empty database): the same
+//!   start-up figures loading from PostgreSQL, then two replicas in process:
+//!   how long a revocation through one takes to be rejected by the other
+//!   (over 1,000 revocations), Verify vs Check on a replica, and durable
+//!   Issue through a replica.
 //!
-//! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1.
+//! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1 (and
+//! the database named by `--store`).
+
+mod postgres;
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -42,7 +51,7 @@ use crate::{
     seed,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,6 +66,8 @@ pub enum Mode {
     Startup,
     /// Verify's tail against Check's while last-used times are persisted.
     Tail,
+    /// Replicas on the PostgreSQL database named by `--store`.
+    Postgres,
 }
 
 /// Flags of `tokend bench`.
@@ -84,6 +95,9 @@ pub struct BenchArgs {
     /// Verify calls (0 = none).
     #[arg(long, default_value_t = 30_000)]
     pub tail_dirty_per_second: usize,
+    /// `--mode postgres`: an empty PostgreSQL database to seed and measure.
+    #[arg(long, env = "TOKEND_STORE", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// Length of one measurement block; Verify and Check blocks alternate.
@@ -94,6 +108,10 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
     let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("tokend-bench-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
+    if args.mode == Mode::Postgres {
+        let url = args.store.as_deref().ok_or("--mode postgres needs --store postgres://… (an empty database)")?;
+        return postgres::run(args, url, &dir);
+    }
     let started = Instant::now();
     // The tail phase uses every token; the others a sample of about 100.
     let sample_every = (args.tokens / 10_000).max(1);
@@ -106,7 +124,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     if matches!(args.mode, Mode::All | Mode::Startup) {
-        startup(&dir)?;
+        startup(&[OsStr::new("--data-dir"), dir.as_os_str()])?;
     }
     let admin = secrets[0].expose().to_owned();
     let valid: Vec<String> = secrets[1..].iter().map(|s| s.expose().to_owned()).collect();
@@ -130,13 +148,14 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Starts the real binary on `dir` and measures time to SERVING and RSS.
-fn startup(dir: &Path) -> Result<(), BoxError> {
+/// Starts the real binary with `store_args` and measures time to SERVING
+/// and RSS.
+pub(crate) fn startup(store_args: &[&OsStr]) -> Result<(), BoxError> {
     let exe = std::env::current_exe()?;
     let started = Instant::now();
     let mut child = Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(store_args)
         .env("RUST_LOG", "info")
         .env_remove("TOKEND_BOOTSTRAP_TOKEN")
         .stdout(Stdio::null())
@@ -344,11 +363,15 @@ async fn alternate(a: &Call, b: &Call, in_flight: usize, seconds: f64) -> Result
     Ok((sa, sb))
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-async fn verify_vs_check(channel: &Channel, tokens: &Arc<Vec<String>>, seconds: f64) -> Result<(), BoxError> {
+pub(crate) async fn verify_vs_check(
+    channel: &Channel,
+    tokens: &Arc<Vec<String>>,
+    seconds: f64,
+) -> Result<(), BoxError> {
     let verify = Call::Verify(VerifyServiceClient::new(channel.clone()), tokens.clone());
     let check = Call::Check(HealthClient::new(channel.clone()));
     println!("\n== Verify vs Health/Check, one connection, alternating {BLOCK:?} blocks, {seconds} s each");
@@ -465,10 +488,10 @@ async fn verify_under_writes(
     Ok(())
 }
 
-type AdminClient =
+pub(crate) type AdminClient =
     TokenServiceClient<tonic::service::interceptor::InterceptedService<Channel, crate::auth::BearerToken>>;
 
-fn admin_client(channel: &Channel, admin: &str) -> AdminClient {
+pub(crate) fn admin_client(channel: &Channel, admin: &str) -> AdminClient {
     // The admin token comes from `seed`, so it is always a valid header value.
     let bearer = crate::auth::BearerToken::new(admin).expect("seeded admin token is ASCII");
     TokenServiceClient::with_interceptor(channel.clone(), bearer)
@@ -496,7 +519,7 @@ async fn write_at_rate(mut admin: AdminClient, per_second: f64, length: Duration
     Ok(())
 }
 
-fn issue_request(n: u64) -> pb::IssueRequest {
+pub(crate) fn issue_request(n: u64) -> pb::IssueRequest {
     pb::IssueRequest {
         name: format!("bench-{n}"),
         owner: format!("bench-owner-{}", n % 100),
@@ -507,7 +530,7 @@ fn issue_request(n: u64) -> pb::IssueRequest {
 }
 
 /// Durable Issue, then Revoke of what was issued, with 1, 16 and 64 clients.
-async fn writes(
+pub(crate) async fn writes(
     channel: &Channel,
     admin: &str,
     seconds: f64,
