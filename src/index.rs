@@ -96,7 +96,16 @@ struct AdminView {
     /// few sets; sharing them is most of what keeps a million tokens small.
     scope_sets: HashSet<Scopes>,
     label_sets: HashSet<Labels>,
+    /// New tokens inserted so far (see [`Arrivals`]).
+    arrivals: u64,
+    /// Tokens whose id was below the newest id held when they arrived, by
+    /// arrival number; the oldest are dropped past [`MAX_LATE`].
+    late: BTreeMap<u64, TokenId>,
 }
+
+/// Late arrivals remembered for paging: a page token older than this many
+/// late arrivals (on a replica behind many out-of-order writes) may miss one.
+const MAX_LATE: usize = 100_000;
 
 impl AdminView {
     /// Replaces the record's owner, scopes and labels by shared copies.
@@ -124,10 +133,32 @@ fn intern<T: Clone + Eq + std::hash::Hash>(set: &mut HashSet<T>, value: &mut T) 
 /// A page of [`Index::list`].
 #[derive(Debug, Default)]
 pub struct Page {
-    /// Matching entries in id order.
+    /// Matching entries: late arrivals behind the cursor (see [`Arrivals`]),
+    /// then the rest in id order.
     pub entries: Vec<Arc<Entry>>,
     /// Where the next page starts (exclusive), if there are more matches.
     pub next_after: Option<TokenId>,
+    /// The insertions this page has accounted for; the next page's
+    /// `late_since`.
+    pub arrivals: Arrivals,
+}
+
+/// A position in the order tokens were inserted into one index.
+///
+/// Ids are minted by whichever replica issues a token, so a token can
+/// arrive (through the change feed) after tokens with higher ids: behind
+/// a List cursor that has already passed its id. The index numbers every
+/// insertion and remembers those that arrived behind the newest id it held;
+/// a page token carries the number at which its page was taken, and the
+/// next page starts with the late arrivals since then that fall behind its
+/// cursor, so paging skips none. Numbers belong to one index (`instance`):
+/// a page token from another replica or process has none to offer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Arrivals {
+    /// The index that numbered the insertions (random per process).
+    pub instance: u64,
+    /// Insertions counted.
+    pub seen: u64,
 }
 
 /// Filters for [`Index::list`].
@@ -139,6 +170,8 @@ pub struct ListQuery<'a> {
     pub status: Option<Status>,
     /// Start after this id.
     pub after: Option<TokenId>,
+    /// Include tokens that arrived behind `after` since this position.
+    pub late_since: Option<Arrivals>,
     /// At most this many entries.
     pub limit: usize,
     /// The time statuses are judged at.
@@ -147,6 +180,8 @@ pub struct ListQuery<'a> {
 
 /// The in-memory token set.
 pub struct Index {
+    /// Names this index's arrival numbers (see [`Arrivals`]).
+    instance: u64,
     shards: Box<[RwLock<HotMap>]>,
     admin: RwLock<AdminView>,
     /// Entries whose last-used time changed since the last persistence pass.
@@ -163,6 +198,10 @@ impl Index {
     fn with_capacity(n: usize) -> Index {
         let per_shard = n.div_ceil(SHARDS);
         Index {
+            instance: {
+                use rand::TryRngCore as _;
+                rand::rngs::OsRng.try_next_u64().expect("the operating system's random number generator failed")
+            },
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(HotMap::with_capacity_and_hasher(per_shard, Default::default())))
                 .collect(),
@@ -250,6 +289,16 @@ impl Index {
     fn insert_locked(&self, admin: &mut AdminView, mut record: TokenRecord, last_used: Option<Time>) {
         admin.intern(&mut record);
         let id = record.id;
+        if !admin.by_id.contains_key(&id) {
+            admin.arrivals += 1;
+            if admin.by_id.last_key_value().is_some_and(|(newest, _)| *newest > id) {
+                let n = admin.arrivals;
+                admin.late.insert(n, id);
+                if admin.late.len() > MAX_LATE {
+                    admin.late.pop_first();
+                }
+            }
+        }
         if let Some(ids) = admin.by_owner.get_mut(&*record.owner) {
             ids.insert(id);
         }
@@ -312,15 +361,37 @@ impl Index {
     /// One page of tokens in id order.
     pub fn list(&self, q: ListQuery<'_>) -> Page {
         let admin = read(&self.admin);
+        let now_at = Arrivals { instance: self.instance, seen: admin.arrivals };
+        let wanted = |e: &&Arc<Entry>| {
+            q.owner.is_none_or(|o| *e.record.owner == *o) && q.status.is_none_or(|s| e.record.status_at(q.now) == s)
+        };
+        // Late arrivals behind the cursor since the previous page.
+        let mut late: Vec<(u64, Arc<Entry>)> = match (q.after, q.late_since) {
+            (Some(after), Some(since)) if since.instance == self.instance => admin
+                .late
+                .range(since.seen + 1..)
+                .filter(|(_, id)| **id <= after)
+                .filter_map(|(n, id)| admin.by_id.get(id).filter(wanted).map(|e| (*n, e.clone())))
+                .take(q.limit + 1)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if late.len() > q.limit {
+            // More late arrivals than a page: the next page resumes among them.
+            late.truncate(q.limit);
+            let seen = late.last().map_or(now_at.seen, |(n, _)| *n);
+            let entries = late.into_iter().map(|(_, e)| e).collect();
+            return Page { entries, next_after: q.after, arrivals: Arrivals { seen, ..now_at } };
+        }
+        let room = q.limit - late.len();
         let lower = q.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let wanted = |e: &&Arc<Entry>| q.status.is_none_or(|s| e.record.status_at(q.now) == s);
         let mut entries: Vec<Arc<Entry>> = match q.owner {
             Some(owner) => match admin.by_owner.get(owner) {
                 Some(ids) => ids
                     .range((lower, Bound::Unbounded))
                     .filter_map(|id| admin.by_id.get(id))
                     .filter(wanted)
-                    .take(q.limit + 1)
+                    .take(room + 1)
                     .cloned()
                     .collect(),
                 None => Vec::new(),
@@ -330,17 +401,19 @@ impl Index {
                 .range((lower, Bound::Unbounded))
                 .map(|(_, e)| e)
                 .filter(wanted)
-                .take(q.limit + 1)
+                .take(room + 1)
                 .cloned()
                 .collect(),
         };
-        let next_after = if entries.len() > q.limit {
-            entries.truncate(q.limit);
-            entries.last().map(|e| e.record.id)
+        let next_after = if entries.len() > room {
+            entries.truncate(room);
+            Some(entries.last().map_or(q.after, |e| Some(e.record.id))).flatten()
         } else {
             None
         };
-        Page { entries, next_after }
+        let mut page: Vec<Arc<Entry>> = late.into_iter().map(|(_, e)| e).collect();
+        page.extend(entries);
+        Page { entries: page, next_after, arrivals: now_at }
     }
 }
 
@@ -433,6 +506,48 @@ mod tests {
         assert!(lock(&index.dirty).capacity() >= 1000);
     }
 
+    /// Pages every matching token exactly once, following page tokens.
+    fn page_through(index: &Index, q: ListQuery<'_>, between: impl Fn(usize)) -> Vec<TokenId> {
+        let (mut seen, mut page) = (Vec::new(), index.list(q));
+        for n in 1.. {
+            seen.extend(page.entries.iter().map(|e| e.record.id));
+            between(n);
+            let Some(after) = page.next_after else { return seen };
+            page = index.list(ListQuery { after: Some(after), late_since: Some(page.arrivals), ..q });
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn paging_skips_no_token_that_arrives_behind_the_cursor() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let all: Vec<_> = (0..12).map(|_| record(&ids, "a")).collect();
+        // Tokens 1, 2, 3 and 5 were minted early on another replica and reach
+        // this one late, after the listing passed their ids.
+        let late = [1, 2, 3, 5];
+        let on_time: Vec<_> = (0..12).filter(|i| !late.contains(i)).map(|i| Change::Put(all[i].clone())).collect();
+        index.apply(&on_time);
+        let q = ListQuery { owner: Some("a"), status: None, after: None, late_since: None, limit: 2, now: Time(2) };
+        let seen = page_through(&index, q, |page| {
+            if page == 2 {
+                // After the second page (cursor past 6): all four arrive,
+                // more than a page's worth.
+                index.apply(&late.map(|i| Change::Put(all[i].clone())));
+            }
+        });
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "no token twice");
+        assert_eq!(sorted, all.iter().map(|r| r.id).collect::<Vec<_>>(), "every token once");
+
+        // A page token without arrival numbers (an earlier version, another
+        // replica) cannot see them: the guarantee comes from the numbers.
+        let p = index.list(ListQuery { after: Some(all[6].id), ..q });
+        assert!(p.entries.iter().all(|e| e.record.id > all[6].id));
+    }
+
     #[test]
     fn list_pages_filters_and_counts() {
         let ids = IdGenerator::default();
@@ -446,7 +561,7 @@ mod tests {
             all.push(r.clone());
             index.apply(&[Change::Put(r)]);
         }
-        let q = ListQuery { owner: None, status: None, after: None, limit: 4, now: Time(2) };
+        let q = ListQuery { owner: None, status: None, after: None, late_since: None, limit: 4, now: Time(2) };
         let p1 = index.list(q);
         assert_eq!(p1.entries.len(), 4);
         let p2 = index.list(ListQuery { after: p1.next_after, ..q });

@@ -28,7 +28,7 @@ use crate::{
     commit::{Committer, FlushObserver},
     error::Error,
     id::{IdGenerator, TokenId},
-    index::{Entry, Index, ListQuery, Page},
+    index::{Arrivals, Entry, Index, ListQuery, Page},
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
     spec::TokenSpec,
     store::{OwnerQuota, Store, StoreError},
@@ -162,12 +162,13 @@ impl Registry {
         owner: Option<String>,
         status: Option<Status>,
         after: Option<TokenId>,
+        late_since: Option<Arrivals>,
         limit: usize,
     ) -> Result<Page, Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let owner = owner.as_deref();
-            this.index.list(ListQuery { owner, status, after, limit, now: this.clock.now() })
+            this.index.list(ListQuery { owner, status, after, late_since, limit, now: this.clock.now() })
         })
         .await
         .map_err(task_failed)

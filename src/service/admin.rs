@@ -14,6 +14,7 @@ use crate::{
     auth::{Admin, AdminAuth},
     error::Error,
     id::TokenId,
+    index::Arrivals,
     metrics::{Metrics, Rpc},
     pb::{self, token_service_server::TokenService},
     registry::Registry,
@@ -114,12 +115,12 @@ impl AdminService {
             Ok(n) if n <= MAX_PAGE_SIZE => n,
             _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
         };
-        let after = decode_page_token(&req.page_token)?;
+        let (after, late_since) = decode_page_token(&req.page_token)?;
         let owner = (!req.owner.is_empty()).then_some(req.owner);
-        let page = self.registry.list(owner, status, after, limit).await?;
+        let page = self.registry.list(owner, status, after, late_since, limit).await?;
         Ok(pb::ListResponse {
             tokens: page.entries.iter().map(|e| self.token(e)).collect(),
-            next_page_token: page.next_after.map(encode_page_token).unwrap_or_default(),
+            next_page_token: page.next_after.map(|after| encode_page_token(after, page.arrivals)).unwrap_or_default(),
         })
     }
 
@@ -150,25 +151,36 @@ impl AdminService {
     }
 }
 
-/// Page tokens are the id of the last token returned, in hex: ids only grow,
-/// so "everything after this id" stays correct while tokens are issued.
-fn encode_page_token(after: TokenId) -> String {
-    after.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+/// A page token is the id of the last token returned and the index's
+/// arrival position when the page was taken, in hex (64 characters): the
+/// next page is everything after that id, plus tokens that arrived behind
+/// it since (see `index::Arrivals`). A 32-character token from an earlier
+/// version (the id alone) is still accepted.
+fn encode_page_token(after: TokenId, arrivals: Arrivals) -> String {
+    let mut bytes = after.to_bytes().to_vec();
+    bytes.extend(arrivals.instance.to_be_bytes());
+    bytes.extend(arrivals.seen.to_be_bytes());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_page_token(s: &str) -> Result<Option<TokenId>, Error> {
+fn decode_page_token(s: &str) -> Result<(Option<TokenId>, Option<Arrivals>), Error> {
     if s.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let invalid = || Error::invalid("page_token", "not a page token returned by List");
-    if s.len() != 32 || !s.is_ascii() {
+    if !(s.len() == 32 || s.len() == 64) || !s.is_ascii() {
         return Err(invalid());
     }
-    let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
-    }
-    TokenId::from_bytes(bytes).map(Some).map_err(|_| invalid())
+    let bytes: Vec<u8> = (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid())?;
+    let after = TokenId::from_bytes(bytes[..16].try_into().map_err(|_| invalid())?).map_err(|_| invalid())?;
+    let arrivals = (bytes.len() == 32).then(|| {
+        let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Arrivals { instance: word(16), seen: word(24) }
+    });
+    Ok((Some(after), arrivals))
 }
 
 #[cfg(test)]
@@ -179,8 +191,11 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
         let id = IdGenerator::default().next(Time(1_700_000_000_000_000_000));
-        assert_eq!(decode_page_token(&encode_page_token(id)).unwrap(), Some(id));
-        assert_eq!(decode_page_token("").unwrap(), None);
+        let at = Arrivals { instance: 0xfeed_beef, seen: 42 };
+        assert_eq!(decode_page_token(&encode_page_token(id, at)).unwrap(), (Some(id), Some(at)));
+        let earlier_version: String = encode_page_token(id, at).chars().take(32).collect();
+        assert_eq!(decode_page_token(&earlier_version).unwrap(), (Some(id), None));
+        assert_eq!(decode_page_token("").unwrap(), (None, None));
         for bad in ["x", "zz", &"0".repeat(32), &"g".repeat(32), "ééééééééééééééééé", &"0".repeat(33)]
         {
             assert!(matches!(decode_page_token(bad), Err(Error::InvalidArgument { .. })), "{bad}");

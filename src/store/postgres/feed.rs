@@ -117,7 +117,8 @@ impl PostgresStore {
     /// the index: its starting position is one settle window back, so a
     /// write in flight during the load is read again, not missed.
     pub async fn feed(&self, options: FeedOptions) -> Result<PostgresFeed, StoreError> {
-        let (changes, last_used) = self.positions(options.settle).await?;
+        let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        let (changes, last_used) = positions(&client, options.settle).await.map_err(|e| self.pg(e))?;
         Ok(PostgresFeed {
             pool: self.pool.clone(),
             listen: self.config.clone(),
@@ -133,22 +134,20 @@ impl PostgresStore {
             target: self.target.clone(),
         })
     }
+}
 
-    /// Settled positions: the highest outbox number older than `settle`,
-    /// and the last-used batch numbered last.
-    async fn positions(&self, settle: Duration) -> Result<(i64, i64), StoreError> {
-        let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT coalesce(max(seq), 0) FROM tokend_changes
-                         WHERE at < clock_timestamp() - make_interval(secs => $1)),
-                        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tokend_last_used_batches)",
-                &[&settle.as_secs_f64()],
-            )
-            .await
-            .map_err(|e| self.pg(e))?;
-        Ok((row.get(0), row.get(1)))
-    }
+/// Settled positions: the highest outbox number older than `settle`, and
+/// the last-used batch numbered last.
+async fn positions(client: &tokio_postgres::Client, settle: Duration) -> Result<(i64, i64), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM tokend_changes
+                     WHERE at < clock_timestamp() - make_interval(secs => $1)),
+                    (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tokend_last_used_batches)",
+            &[&settle.as_secs_f64()],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 impl PostgresFeed {
@@ -209,15 +208,7 @@ impl PostgresFeed {
     async fn reload(&mut self) -> Result<Batch, StoreError> {
         tracing::warn!(store = %self.target, "change feed was away longer than half of --feed-retention; reloading every token");
         let client = self.pool.get().await.map_err(|e| self.unavailable(e))?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT coalesce(max(seq), 0) FROM tokend_changes
-                         WHERE at < clock_timestamp() - make_interval(secs => $1)),
-                        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tokend_last_used_batches)",
-                &[&self.options.settle.as_secs_f64()],
-            )
-            .await
-            .map_err(|e| self.pg(e))?;
+        let (changes, last_used) = positions(&client, self.options.settle).await.map_err(|e| self.pg(e))?;
         let rows = client
             .query_raw("SELECT id, record, last_used FROM tokend_tokens", NO_PARAMS)
             .await
@@ -232,7 +223,7 @@ impl PostgresFeed {
             }
             batch.changes.push(Change::Put(record));
         }
-        (self.changes, self.last_used) = (Cursor::at(row.get(0)), Cursor::at(row.get(1)));
+        (self.changes, self.last_used) = (Cursor::at(changes), Cursor::at(last_used));
         Ok(batch)
     }
 
