@@ -12,6 +12,9 @@
 //!
 //! Serialising step 1 makes quotas exact and each token's history linear;
 //! keeping the flush outside it lets concurrent writers share one flush.
+//! A shared store (PostgreSQL) decides those rules in its own transactions
+//! (`Store::decides_rules`), so there step 1 runs without the mutex and
+//! concurrent writers overlap their commits.
 //! Step 1 runs on the blocking pool because it may wait: for the mutex
 //! behind other writers, and for sled to page a tree node in from disk. An
 //! async worker waiting there would stall every Verify queued behind it.
@@ -292,7 +295,10 @@ impl Registry {
     ) -> Result<T, Error> {
         let this = self.clone();
         let value = tokio::task::spawn_blocking(move || {
-            let _guard = this.lock();
+            // A store that decides the rules in its transactions needs no
+            // process-wide order; holding the mutex across a database commit
+            // would cap a replica at one transaction at a time.
+            let _guard = (!this.store.decides_rules()).then(|| this.lock());
             let mut conflicts = 0;
             loop {
                 match step(&this) {

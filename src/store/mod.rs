@@ -90,6 +90,12 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, changes: &[Change], quota: Option<OwnerQuota<'_>>) -> Result<(), StoreError>;
     /// The stored record of `id` (to refresh a stale index after a conflict).
     fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// Whether [`Store::apply`] decides versions, quota and bootstrap itself
+    /// (a store shared by several writers). If not, the registry serialises
+    /// its writers and decides them from the index.
+    fn decides_rules(&self) -> bool {
+        false
+    }
     /// Stores last-used times (not yet durable).
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError>;
     /// Makes everything applied so far durable. Blocking.
