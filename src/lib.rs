@@ -30,6 +30,7 @@ pub mod commit;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod health;
 pub mod id;
 pub mod index;
 pub mod last_used;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokend::{Tokend, config::ServeArgs, telemetry, token};
+use tokend::{Tokend, config::ServeArgs, health::Health, telemetry, token};
 
 #[derive(Parser)]
 #[command(name = "tokend", version, about = "Issues, verifies, lists, revokes and rotates API tokens over gRPC.")]
@@ -107,10 +107,30 @@ struct Addresses {
     health: Option<std::net::SocketAddr>,
 }
 
-/// Opens the store, then binds and serves until SIGTERM or SIGINT.
+/// Serves health checks (NOT_SERVING) from the start, opens the store, then
+/// binds and serves everything until SIGTERM or SIGINT.
 async fn serve(addresses: Addresses, config: tokend::Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    let mut tokend = Tokend::open(config).await?;
+    let health = Health::starting().await;
+    // Up before the store opens, so probes get an answer (NOT_SERVING)
+    // while a replica waits for its database or loads its tokens.
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health_task = match bind_optional(addresses.health, "--health-listen").await? {
+        Some(listener) => {
+            let addr = listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+            tracing::info!(addr = %addr, "serving health checks (plaintext)");
+            let health = health.clone();
+            Some(tokio::spawn(async move {
+                health
+                    .serve_alone(listener, async {
+                        let _ = health_stopped.await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let mut tokend = Tokend::open_reporting(config, health).await?;
     if let Some(secret) = tokend.take_bootstrap_secret() {
         print_bootstrap_banner(&secret);
     }
@@ -118,9 +138,14 @@ async fn serve(addresses: Addresses, config: tokend::Config) -> anyhow::Result<(
         grpc: bind(addresses.grpc, "--listen").await?,
         admin: bind_optional(addresses.admin, "--admin-listen").await?,
         metrics: bind_optional(addresses.metrics, "--metrics-listen").await?,
-        health: bind_optional(addresses.health, "--health-listen").await?,
+        health: None, // served above since start-up
     };
-    tokend.serve_on(listeners, shutdown).await?;
+    let served = tokend.serve_on(listeners, shutdown).await;
+    let _ = stop_health.send(());
+    if let Some(task) = health_task {
+        task.await.context("health server task")?.context("health server")?;
+    }
+    served?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use crate::{
     auth::AdminAuth,
     clock::Clock,
     feed::Freshness,
+    health::{Health, SERVICES},
     index::Index,
     last_used::LastUsedWriter,
     metrics::Metrics,
@@ -152,6 +153,7 @@ pub struct Tokend {
     metrics: Arc<Metrics>,
     bootstrap: Option<Created>,
     feed: Option<Feed>,
+    health: Health,
 }
 
 /// Where [`Tokend::serve_on`] serves.
@@ -173,6 +175,12 @@ impl Tokend {
     /// Opens the store, loads the index and creates the first admin token if
     /// none was ever created.
     pub async fn open(config: Config) -> Result<Tokend, StartError> {
+        Self::open_reporting(config, Health::starting().await).await
+    }
+
+    /// [`Tokend::open`], reporting through `health`, which may already be
+    /// served (NOT_SERVING) while the store opens; serving turns it SERVING.
+    pub async fn open_reporting(config: Config, health: Health) -> Result<Tokend, StartError> {
         token::validate_prefix(&config.token_prefix).map_err(|_| {
             StartError::Config(format!(
                 "token prefix {:?} must be 1-16 of [a-z0-9], starting with a letter",
@@ -204,7 +212,7 @@ impl Tokend {
         if let Some(feed) = &feed {
             metrics.watch_feed(feed.freshness.clone());
         }
-        Ok(Tokend { config, tls, registry, verifier, metrics, bootstrap, feed })
+        Ok(Tokend { config, tls, registry, verifier, metrics, bootstrap, feed, health })
     }
 
     /// The admin token generated at bootstrap, if this start generated one.
@@ -231,10 +239,10 @@ impl Tokend {
 
     /// Like [`Tokend::serve`], on every listener in `listeners`.
     pub async fn serve_on(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Tokend { config, tls, registry, verifier, metrics, feed, .. } = self;
+        let Tokend { config, tls, registry, verifier, metrics, feed, health, .. } = self;
         let Listeners { grpc: listener, admin: admin_listener, metrics: metrics_listener, health: health_listener } =
             listeners;
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health_service = health.service();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -257,8 +265,7 @@ impl Tokend {
             tokio::spawn(crate::metrics::serve(l, metrics, registry.index().clone(), config.clock.clone()))
         });
 
-        health.set_serving::<TokenServiceServer<AdminService>>().await;
-        health.set_serving::<VerifyServiceServer<VerifyApi>>().await;
+        health.set(&SERVICES, tonic_health::ServingStatus::Serving).await;
         let feed_tasks = feed.map(|Feed { source, freshness, poll_interval }| {
             let index = registry.index().clone();
             [
@@ -303,9 +310,7 @@ impl Tokend {
         };
         let health_only = health_listener.map(|l| {
             tracing::info!(addr = %addr(&l), "serving health checks (plaintext)");
-            tonic::transport::Server::builder()
-                .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(TcpIncoming::from(l).with_nodelay(Some(true)), stopped(stop_rx))
+            health.serve_alone(l, stopped(stop_rx))
         });
         let server = async move { tokio::try_join!(main, optional(admin_plane), optional(health_only)).map(|_| ()) };
         tokio::pin!(server);
@@ -314,9 +319,7 @@ impl Tokend {
             result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutting down: draining in-flight calls");
-                for name in ["", "tokend.v1.TokenService", "tokend.v1.VerifyService"] {
-                    health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
-                }
+                health.set(&SERVICES, tonic_health::ServingStatus::NotServing).await;
                 let _ = stop_tx.send(true);
                 match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                     Ok(result) => result,
@@ -413,7 +416,7 @@ async fn open_store(config: &Config) -> Result<Opened, StartError> {
 }
 
 /// Takes the replica out of service while its feed is stale, and back.
-async fn watchdog(freshness: Arc<Freshness>, health: tonic_health::server::HealthReporter) {
+async fn watchdog(freshness: Arc<Freshness>, health: Health) {
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     loop {
         ticks.tick().await;
@@ -431,9 +434,7 @@ async fn watchdog(freshness: Arc<Freshness>, health: tonic_health::server::Healt
                 tonic_health::ServingStatus::Serving
             }
         };
-        for name in ["", "tokend.v1.VerifyService"] {
-            health.set_service_status(name, status).await;
-        }
+        health.set(&["", "tokend.v1.VerifyService"], status).await;
     }
 }
 

@@ -305,3 +305,25 @@ async fn tls_to_postgres_encrypts_and_checks_the_server_as_sslmode_says() {
     let err = open(query).await.err().expect("an unknown issuer is refused").to_string();
     assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_not_serving_while_start_up_waits_for_the_database() {
+    // No PostgreSQL needed: the point is one that does not answer.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://tokend:pw@127.0.0.1:{closed}/tokens?sslmode=disable");
+    let mut p = common::process::Process::serve(
+        dir.path(),
+        &["--store", &url, "--store-connect-timeout", "30s", "--health-listen", "127.0.0.1:0"],
+    );
+    let addr = p.addr_of(&["serving health checks"]);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    p.wait_for("database not reachable; waiting");
+    for service in ["", "tokend.v1.VerifyService", "tokend.v1.TokenService"] {
+        let req = tonic_health::pb::HealthCheckRequest { service: service.into() };
+        let status = health.check(req).await.expect("answered during start-up").into_inner().status;
+        assert_eq!(status, 2, "NOT_SERVING for {service:?} while waiting for the database");
+    }
+    p.kill9();
+}

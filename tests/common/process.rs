@@ -63,7 +63,17 @@ impl Process {
     /// The address from the "serving" log line, in text (`addr=…`) or JSON
     /// (`"addr":"…"`) format.
     pub fn addr(&mut self) -> String {
-        let line = self.wait_for("serving");
+        self.addr_of(&[" serving addr=", r#""message":"serving""#])
+    }
+
+    /// The address from the first log line holding one of `needles`.
+    pub fn addr_of(&mut self, needles: &[&str]) -> String {
+        let line = loop {
+            let line = self.wait_for("addr");
+            if needles.iter().any(|n| line.contains(n)) {
+                break line;
+            }
+        };
         let after = &line[line.find("addr").expect("serving line names its addr") + 4..];
         let start = after.find(|c: char| c.is_ascii_digit() || c == '[').unwrap();
         after[start..].chars().take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c)).collect()
