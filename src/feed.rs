@@ -3,7 +3,7 @@
 //!
 //! Written after kube-rs's watcher: a [`FeedSource`] (the store's side: what
 //! changed since the last read, and a wake-up when something may have)
-//! driven by one loop whose states are named ([`State`]). Every batch
+//! driven by one loop whose states are named (`State`). Every batch
 //! reaches the index through `Index::apply`, the same path as local writes;
 //! applies are idempotent by record version, so a change read twice, or
 //! after a later one, does no harm.

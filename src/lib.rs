@@ -4,21 +4,23 @@
 //! Layout, from the wire inwards:
 //!
 //! * [`server`] wires everything together and owns start-up and shutdown;
-//!   [`config`] turns flags into its [`server::Config`].
+//!   [`config`] turns flags into its [`server::Config`]; [`health`] reports
+//!   gRPC health from before start-up to shutdown.
 //! * [`service`] is the gRPC layer: validation, protobuf conversion, error
 //!   mapping. [`auth`] authenticates the admin plane.
 //! * The domain: [`verify`] (the hot path), [`registry`] (the admin rules),
 //!   [`index`] (the in-memory token set), [`token`] (the token format and
 //!   the only code that sees secrets), [`record`], [`change`], [`spec`],
-//!   [`id`], [`clock`], [`error`].
-//! * [`store`] is the storage layer, one backend per file (sled only touched
-//!   in `store/sled.rs`); [`commit`] shares its
+//!   [`id`], [`clock`], [`error`]. [`feed`] keeps the index current with a
+//!   shared store and fails closed when it cannot.
+//! * [`store`] is the storage layer, one backend per file or folder (sled in
+//!   `store/sled.rs`, PostgreSQL in `store/postgres/`); [`commit`] shares
 //!   flushes among concurrent writers; [`last_used`] persists last-used
 //!   times in the background.
 //! * [`loadgen`] (`tokend bench`) and [`seed`] measure all of the above.
 //!
 //! Dependencies point one way: service → domain → store. Protobuf types stay
-//! in `service`/`pb`; sled types stay in `store`.
+//! in `service`/`pb`; sled and PostgreSQL types stay in `store`.
 
 #![forbid(unsafe_code)]
 

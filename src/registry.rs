@@ -326,7 +326,9 @@ impl Registry {
         })
         .await
         .map_err(task_failed)??;
-        self.committer.sync().await?;
+        if !self.store.durable_on_apply() {
+            self.committer.sync().await?;
+        }
         Ok(value)
     }
 

@@ -96,6 +96,11 @@ pub trait Store: Send + Sync + 'static {
     fn decides_rules(&self) -> bool {
         false
     }
+    /// Whether [`Store::apply`] is durable when it returns (it commits), so
+    /// writers need not wait for a [`Store::flush`].
+    fn durable_on_apply(&self) -> bool {
+        false
+    }
     /// Stores last-used times (not yet durable).
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError>;
     /// Makes everything applied so far durable. Blocking.

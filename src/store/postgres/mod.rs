@@ -451,4 +451,8 @@ impl Store for PostgresStore {
     fn decides_rules(&self) -> bool {
         true
     }
+
+    fn durable_on_apply(&self) -> bool {
+        true
+    }
 }
