@@ -429,3 +429,25 @@ async fn uses_seen_by_one_replica_show_on_another_and_the_feed_is_measured() {
     let staleness = common::value(&after, "tokend_feed_staleness_seconds");
     assert!(after.contains("tokend_feed_staleness_seconds ") && staleness < 2.0, "{staleness}\n{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_pruned_after_the_retention_and_a_late_replica_still_loads_everything() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let a = cluster.replica().await;
+    let early = issue(&mut a.admin().await, "early", "o", &[]).await;
+    let (side, connection) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows: i64 = side.query_one("SELECT count(*) FROM tokend_changes", &[]).await.unwrap().get(0);
+    assert!(rows >= 1, "`early` is in the outbox");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A replica with a 1 s retention prunes on its first read.
+    let b = cluster.replica_with(|_, o| o.feed_retention = Duration::from_secs(1)).await;
+    let pruned = eventually(Duration::from_secs(3), || {
+        let side = &side;
+        async move { side.query_one("SELECT count(*) FROM tokend_changes", &[]).await.unwrap().get::<_, i64>(0) == 0 }
+    })
+    .await;
+    assert!(pruned.is_some(), "rows older than the retention are deleted");
+    // Pruned rows are history, not state: B loaded the token regardless.
+    assert_eq!(verdict(&b, &early.secret).await, VerifyResult::Ok);
+}
