@@ -266,13 +266,17 @@ impl Tokend {
         });
 
         health.set(&SERVICES, tonic_health::ServingStatus::Serving).await;
-        let feed_tasks = feed.map(|Feed { source, freshness, poll_interval }| {
-            let index = registry.index().clone();
-            [
-                tokio::spawn(crate::feed::run(source, index, freshness.clone(), poll_interval)),
-                tokio::spawn(watchdog(freshness, health.clone())),
-            ]
-        });
+        // The feed keeps the index current until the very end (calls still
+        // draining must see revocations); the watchdog only until shutdown
+        // starts, so it cannot turn health back to SERVING during the drain.
+        let (feed_task, watchdog_task) = match feed {
+            Some(Feed { source, freshness, poll_interval }) => {
+                let index = registry.index().clone();
+                let feed = tokio::spawn(crate::feed::run(source, index, freshness.clone(), poll_interval));
+                (Some(feed), Some(tokio::spawn(watchdog(freshness, health.clone()))))
+            }
+            None => (None, None),
+        };
 
         let persister = LastUsedWriter::start(registry.clone(), config.last_used_flush_interval)
             .map_err(|e| ServeError::Thread(e.to_string()))?;
@@ -319,6 +323,9 @@ impl Tokend {
             result = &mut server => result,
             () = shutdown => {
                 tracing::info!("shutting down: draining in-flight calls");
+                if let Some(task) = &watchdog_task {
+                    task.abort();
+                }
                 health.set(&SERVICES, tonic_health::ServingStatus::NotServing).await;
                 let _ = stop_tx.send(true);
                 match tokio::time::timeout(config.shutdown_grace, &mut server).await {
@@ -333,7 +340,7 @@ impl Tokend {
         if let Some(task) = metrics_task {
             task.abort();
         }
-        for task in feed_tasks.into_iter().flatten() {
+        for task in [feed_task, watchdog_task].into_iter().flatten() {
             task.abort();
         }
         let closed = tokio::task::spawn_blocking(move || {

@@ -451,3 +451,42 @@ async fn the_outbox_is_pruned_after_the_retention_and_a_late_replica_still_loads
     // Pruned rows are history, not state: B loaded the token regardless.
     assert_eq!(verdict(&b, &early.secret).await, VerifyResult::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_replica_stays_not_serving_while_it_drains_even_if_it_catches_up() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", cluster.pg.port).parse().unwrap()).await;
+    let via_proxy = cluster.url.replace(&format!(":{}/", cluster.pg.port), &format!(":{}/", proxy.addr.port()));
+    let c = cluster
+        .replica_at(&via_proxy, |config, o| {
+            o.max_staleness = Duration::from_secs(1);
+            config.shutdown_grace = Duration::from_secs(4);
+        })
+        .await;
+    // A Watch stream holds the drain open for the whole grace, and reports
+    // every status change while it lasts.
+    let mut watch = HealthClient::new(c.channel().await)
+        .watch(HealthCheckRequest { service: "tokend.v1.VerifyService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, 1, "SERVING first");
+    proxy.forward(false);
+    let stale = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("stale in time");
+    assert_eq!(stale.unwrap().unwrap().status, 2, "NOT_SERVING while cut off");
+
+    let stopping = tokio::spawn(c.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.forward(true); // the feed catches up during the drain
+    // The stream stays open through the drain: collect what it says for 3 s.
+    let mut during_drain = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Ok(Some(m)) = watch.message().await {
+            during_drain.push(m.status);
+        }
+    })
+    .await;
+    assert!(!during_drain.contains(&1), "never SERVING again once shutdown began: {during_drain:?}");
+    drop(watch);
+    stopping.await.unwrap();
+}
