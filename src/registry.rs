@@ -269,7 +269,9 @@ impl Registry {
             }
             self.store.record_last_used(chunk)?;
         }
-        self.committer.sync_blocking()?;
+        if !self.store.writes_are_durable() {
+            self.committer.sync_blocking()?;
+        }
         Ok(times.len())
     }
 
@@ -281,8 +283,10 @@ impl Registry {
         result
     }
 
-    /// Runs `step` (rule checks and `write_locked`) under the write lock on
-    /// the blocking pool, then waits for a shared flush.
+    /// Runs `step` (rule checks and `write_locked`) on the blocking pool —
+    /// under the write lock unless the store decides the rules itself — then
+    /// waits for a shared flush unless the store's writes are durable as
+    /// they return.
     ///
     /// With a shared store the index may be behind another replica's write
     /// to the same token; the store then refuses the write as a conflict.
@@ -317,16 +321,13 @@ impl Registry {
                         }
                         None => break Err(Error::NotFound(id)),
                     },
-                    Err(Error::Store(StoreError::QuotaExceeded { limit })) => {
-                        break Err(Error::QuotaExceeded { limit });
-                    }
                     other => break other,
                 }
             }
         })
         .await
         .map_err(task_failed)??;
-        if !self.store.durable_on_apply() {
+        if !self.store.writes_are_durable() {
             self.committer.sync().await?;
         }
         Ok(value)
@@ -359,9 +360,13 @@ impl Registry {
         }
     }
 
-    /// Store first, then index: if the store refuses, nothing changed.
+    /// Store first, then index: if the store refuses, nothing changed. A
+    /// quota the store decided is the same refusal as the index's.
     fn write_locked(&self, changes: Vec<Change>, quota: Option<OwnerQuota<'_>>) -> Result<(), Error> {
-        self.store.apply(&changes, quota)?;
+        self.store.apply(&changes, quota).map_err(|e| match e {
+            StoreError::QuotaExceeded { limit } => Error::QuotaExceeded { limit },
+            other => Error::Store(other),
+        })?;
         self.index.apply(&changes);
         Ok(())
     }
@@ -383,8 +388,9 @@ const LAST_USED_CHUNK: usize = 4096;
 /// The pause between two chunks.
 const LAST_USED_PAUSE: Duration = Duration::from_millis(1);
 
-/// A blocking-pool task panicked or was cancelled (at shutdown). The panic
-/// itself is reported by the runtime; the caller sees a storage error.
+/// A blocking-pool task (a write, a List page) panicked or was cancelled
+/// (at shutdown). The panic itself is reported by the runtime; the caller
+/// sees a storage error.
 fn task_failed(e: tokio::task::JoinError) -> Error {
-    Error::Store(StoreError::Io(format!("write task failed: {e}")))
+    Error::Store(StoreError::Io(format!("blocking task failed: {e}")))
 }

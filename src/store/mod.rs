@@ -96,9 +96,10 @@ pub trait Store: Send + Sync + 'static {
     fn decides_rules(&self) -> bool {
         false
     }
-    /// Whether [`Store::apply`] is durable when it returns (it commits), so
-    /// writers need not wait for a [`Store::flush`].
-    fn durable_on_apply(&self) -> bool {
+    /// Whether [`Store::apply`] and [`Store::record_last_used`] are durable
+    /// when they return (they commit), so writers need not wait for a
+    /// [`Store::flush`].
+    fn writes_are_durable(&self) -> bool {
         false
     }
     /// Stores last-used times (not yet durable).

@@ -11,9 +11,11 @@
 //! [`Store::flush`] has nothing left to do.
 //!
 //! Tables (see `migrations`): `tokend_tokens` (id → record, encoded as sled
-//! stores it, the owner beside it, and the last-used time, which only ever
-//! moves forward), `tokend_meta` (the bootstrap flag) and
-//! `tokend_schema_migrations`.
+//! stores it, with the owner, version, expiry and revocation beside it for
+//! the checks made in SQL, and the last-used time, which only ever moves
+//! forward), `tokend_changes` (the change feed's outbox) and the sequence
+//! `tokend_last_used_batches` (see `feed`), `tokend_meta` (the bootstrap
+//! flag) and `tokend_schema_migrations`.
 
 mod feed;
 mod migrations;
@@ -180,10 +182,7 @@ impl PostgresStore {
         let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         for r in records {
-            let (id, version) = (&r.id.to_bytes()[..], i64::try_from(r.version).unwrap_or(i64::MAX));
-            let (expire, revoke) = (r.expire_time.map(|t| t.0), r.revoke_time.map(|t| t.0));
-            let row: [&(dyn ToSql + Sync); 6] = [&id, &&*r.owner, &version, &expire, &revoke, &encode(r)];
-            writer.as_mut().write(&row).await.map_err(|e| self.pg(e))?;
+            writer.as_mut().write(&TokenRow::of(r).params()).await.map_err(|e| self.pg(e))?;
         }
         writer.finish().await.map_err(|e| self.pg(e))?;
         tx.execute("INSERT INTO tokend_meta (key, value) VALUES ('bootstrapped', 'true') ON CONFLICT DO NOTHING", &[])
@@ -229,9 +228,7 @@ impl PostgresStore {
     /// Writes `r` over version `r.version - 1` (a new record: over none),
     /// and its row in the outbox; both statements in one round trip.
     async fn put(&self, tx: &deadpool_postgres::Transaction<'_>, r: &TokenRecord) -> Result<(), StoreError> {
-        let (id, version) = (&r.id.to_bytes()[..], i64::try_from(r.version).unwrap_or(i64::MAX));
-        let (owner, record) = (&*r.owner, encode(r));
-        let (expire, revoke) = (r.expire_time.map(|t| t.0), r.revoke_time.map(|t| t.0));
+        let row = TokenRow::of(r);
         let sql = if r.version <= 1 { INSERT_TOKEN } else { UPDATE_TOKEN };
         let (statement, outbox) = tokio::try_join!(
             tx.prepare_cached(sql),
@@ -240,8 +237,8 @@ impl PostgresStore {
         .map_err(|e| self.pg(e))?;
         // Pipelined: if the token write finds a newer version, the outbox
         // row is rolled back with the rest of the transaction.
-        let token_params: [&(dyn ToSql + Sync); 6] = [&id, &owner, &version, &expire, &revoke, &record];
-        let outbox_params: [&(dyn ToSql + Sync); 2] = [&id, &version];
+        let token_params = row.params();
+        let outbox_params: [&(dyn ToSql + Sync); 2] = [&row.id, &row.version];
         let (written, _) = tokio::try_join!(tx.execute(&statement, &token_params), tx.execute(&outbox, &outbox_params))
             .map_err(|e| self.pg(e))?;
         if written == 0 {
@@ -254,9 +251,7 @@ impl PostgresStore {
     /// (Issue without a quota, Revoke): one statement, committed on its own,
     /// so one round trip rather than a transaction's five.
     async fn put_alone(&self, r: &TokenRecord) -> Result<(), StoreError> {
-        let (id, version) = (&r.id.to_bytes()[..], i64::try_from(r.version).unwrap_or(i64::MAX));
-        let (owner, record) = (&*r.owner, encode(r));
-        let (expire, revoke) = (r.expire_time.map(|t| t.0), r.revoke_time.map(|t| t.0));
+        let row = TokenRow::of(r);
         let write = if r.version <= 1 { INSERT_TOKEN } else { UPDATE_TOKEN };
         let sql = format!(
             "WITH t AS ({write} RETURNING id, version),
@@ -265,11 +260,8 @@ impl PostgresStore {
         );
         let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
         let statement = client.prepare_cached(&sql).await.map_err(|e| self.pg(e))?;
-        let row = client
-            .query_one(&statement, &[&id, &owner, &version, &expire, &revoke, &record])
-            .await
-            .map_err(|e| self.pg(e))?;
-        if row.get::<_, i64>(0) == 0 {
+        let answer = client.query_one(&statement, &row.params()).await.map_err(|e| self.pg(e))?;
+        if answer.get::<_, i64>(0) == 0 {
             return Err(StoreError::Conflict { id: r.id });
         }
         Ok(())
@@ -312,7 +304,7 @@ fn describe_pool_error(e: &PoolError) -> String {
 /// What went wrong, in words: tokio-postgres displays a server's answer as
 /// "db error" and a failed connection as "error connecting to server", with
 /// the reason in the error's source.
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+fn describe(e: &tokio_postgres::Error) -> String {
     match (e.as_db_error(), std::error::Error::source(e)) {
         (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
         (None, Some(source)) => format!("{e}: {source}"),
@@ -321,6 +313,34 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 const NO_PARAMS: [&(dyn ToSql + Sync); 0] = [];
+
+/// A record as the columns of `tokend_tokens` that tokend writes, in the
+/// order of [`INSERT_TOKEN`], [`UPDATE_TOKEN`] and `copy_in`'s `COPY`.
+struct TokenRow<'a> {
+    id: Vec<u8>,
+    owner: &'a str,
+    version: i64,
+    expire_time: Option<i64>,
+    revoke_time: Option<i64>,
+    record: Vec<u8>,
+}
+
+impl<'a> TokenRow<'a> {
+    fn of(r: &'a TokenRecord) -> TokenRow<'a> {
+        TokenRow {
+            id: r.id.to_bytes().to_vec(),
+            owner: &r.owner,
+            version: i64::try_from(r.version).unwrap_or(i64::MAX),
+            expire_time: r.expire_time.map(|t| t.0),
+            revoke_time: r.revoke_time.map(|t| t.0),
+            record: encode(r),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.id, &self.owner, &self.version, &self.expire_time, &self.revoke_time, &self.record]
+    }
+}
 
 /// Writes a new token, unless its id exists (a conflict).
 const INSERT_TOKEN: &str = "INSERT INTO tokend_tokens (id, owner, version, expire_time, revoke_time, record)
@@ -452,7 +472,7 @@ impl Store for PostgresStore {
         true
     }
 
-    fn durable_on_apply(&self) -> bool {
+    fn writes_are_durable(&self) -> bool {
         true
     }
 }
