@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use crate::{
+    limits::Limits,
     server::{Config, TlsFiles},
     store::{PostgresOptions, postgres::Target},
     telemetry::LogFormat,
@@ -129,6 +130,45 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// How long a new connection has to finish the TLS handshake, the HTTP/2
+    /// preface and its first request's headers before it is closed.
+    #[arg(long, env = "TOKEND_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Most connections open at once on the gRPC ports (--listen and
+    /// --admin-listen together); past it, new connections are closed at once.
+    #[arg(long, env = "TOKEND_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// How long a connection may be quiet before it is sent an HTTP/2 ping;
+    /// 0 turns keepalive off.
+    #[arg(long, env = "TOKEND_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// dropped.
+    #[arg(long, env = "TOKEND_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Most concurrent streams (calls) per connection, announced in HTTP/2
+    /// SETTINGS.
+    #[arg(long, env = "TOKEND_MAX_CONCURRENT_STREAMS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Largest request metadata (HTTP/2 header list: names, values and 32
+    /// bytes per entry); a larger request is refused.
+    #[arg(long, env = "TOKEND_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_header_bytes: u32,
+
+    /// Server-side deadline of every admin call (DEADLINE_EXCEEDED past it);
+    /// a client's shorter grpc-timeout wins.
+    #[arg(long, env = "TOKEND_ADMIN_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub admin_timeout: Duration,
+
+    /// Most admin calls running at once; past it, RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "TOKEND_MAX_ADMIN_INFLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_admin_inflight: u32,
+
     /// Log format.
     #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -200,6 +240,16 @@ impl ServeArgs {
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: self.tls_client_ca }),
             _ => None,
+        };
+        config.limits = Limits {
+            handshake_timeout: self.handshake_timeout,
+            max_connections: self.max_connections as usize,
+            keepalive_interval: (!self.keepalive_interval.is_zero()).then_some(self.keepalive_interval),
+            keepalive_timeout: self.keepalive_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_bytes: self.max_header_bytes,
+            admin_timeout: self.admin_timeout,
+            max_admin_inflight: self.max_admin_inflight as usize,
         };
         Ok(config)
     }

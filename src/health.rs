@@ -7,11 +7,15 @@
 //! then NOT_SERVING again at shutdown or while a replica is stale.
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::{
     ServingStatus,
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
+};
+
+use crate::{
+    conn::{self, Gate, Incoming},
+    limits::Limits,
 };
 
 /// The services whose health is reported: the whole server, and each API.
@@ -43,13 +47,19 @@ impl Health {
 
     /// Serves health checks alone on `listener`, in plaintext (for
     /// Kubernetes' gRPC probes, which cannot speak TLS), until `stop`.
+    /// The port has its own small connection budget
+    /// (`limits::SIDE_PORT_MAX_CONNECTIONS`), so a flood of the gRPC port
+    /// cannot fail the probes, and the same handshake deadline.
     pub async fn serve_alone(
         &self,
         listener: TcpListener,
+        limits: &Limits,
         stop: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
+        let incoming = Incoming::new(listener, Gate::side_port("health"), limits.handshake_timeout);
+        limits
+            .server()
+            .layer(tower::util::MapRequestLayer::new(conn::mark_spoke))
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, stop)
             .await

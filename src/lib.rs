@@ -5,7 +5,9 @@
 //!
 //! * [`server`] wires everything together and owns start-up and shutdown;
 //!   [`config`] turns flags into its [`server::Config`]; [`health`] reports
-//!   gRPC health from before start-up to shutdown.
+//!   gRPC health from before start-up to shutdown. The front door: [`conn`]
+//!   caps connections and times their handshake, [`limits`] holds every
+//!   limit, `service::admission` sheds and times admin calls.
 //! * [`service`] is the gRPC layer: validation, protobuf conversion, error
 //!   mapping. [`auth`] authenticates the admin plane.
 //! * The domain: [`verify`] (the hot path), [`registry`] (the admin rules),
@@ -30,12 +32,14 @@ pub mod cli;
 pub mod clock;
 pub mod commit;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod feed;
 pub mod health;
 pub mod id;
 pub mod index;
 pub mod last_used;
+pub mod limits;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;

@@ -119,10 +119,10 @@ async fn serve(addresses: Addresses, config: tokend::Config) -> anyhow::Result<(
         Some(listener) => {
             let addr = listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
             tracing::info!(addr = %addr, "serving health checks (plaintext)");
-            let health = health.clone();
+            let (health, limits) = (health.clone(), config.limits.clone());
             Some(tokio::spawn(async move {
                 health
-                    .serve_alone(listener, async {
+                    .serve_alone(listener, &limits, async {
                         let _ = health_stopped.await;
                     })
                     .await

@@ -8,19 +8,20 @@
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::{
     auth::AdminAuth,
     clock::Clock,
+    conn::{self, Gate, Incoming},
     feed::Freshness,
     health::{Health, SERVICES},
     index::Index,
     last_used::LastUsedWriter,
+    limits::Limits,
     metrics::Metrics,
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
-    service::{admin::AdminService, verify::VerifyApi},
+    service::{admin::AdminService, admission::Admission, verify::VerifyApi},
     store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError, postgres::PostgresFeed},
     token::{self, Secret},
     verify::Verifier,
@@ -54,6 +55,8 @@ pub struct Config {
     pub clock: Clock,
     /// Serve TLS (and, with a client CA, require client certificates).
     pub tls: Option<TlsFiles>,
+    /// Connection, stream, deadline and admission limits.
+    pub limits: Limits,
 }
 
 /// PEM files for TLS.
@@ -106,6 +109,7 @@ impl Config {
             max_request_bytes: 64 << 10,
             clock: Clock::System,
             tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -252,17 +256,27 @@ impl Tokend {
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let admin = TokenServiceServer::new(AdminService::new(
-            registry.clone(),
-            AdminAuth::new(verifier.clone()),
+        let limits = &config.limits;
+        let admin = Admission::new(
+            TokenServiceServer::new(AdminService::new(
+                registry.clone(),
+                AdminAuth::new(verifier.clone()),
+                metrics.clone(),
+            ))
+            .max_decoding_message_size(config.max_request_bytes),
+            limits.max_admin_inflight,
+            limits.admin_timeout,
             metrics.clone(),
-        ))
-        .max_decoding_message_size(config.max_request_bytes);
+        );
+        // One budget for both gRPC ports: it guards the process's descriptors.
+        let (open, refused) = metrics.connections();
+        let gate = Gate::new("gRPC", limits.max_connections, open, refused);
         let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone()))
             .max_decoding_message_size(config.max_request_bytes);
         let metrics_task = metrics_listener.map(|l| {
             tracing::info!(addr = %l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()), "serving metrics");
-            tokio::spawn(crate::metrics::serve(l, metrics, registry.index().clone(), config.clock.clone()))
+            let incoming = Incoming::new(l, Gate::side_port("metrics"), limits.handshake_timeout);
+            tokio::spawn(crate::metrics::serve(incoming, metrics, registry.index().clone(), config.clock.clone()))
         });
 
         health.set(&SERVICES, tonic_health::ServingStatus::Serving).await;
@@ -283,10 +297,14 @@ impl Tokend {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let oversize = oversize_is_invalid_argument(config.max_request_bytes);
         let router = |with_admin: bool, with_verify: bool| -> Result<_, ServeError> {
-            let mut builder =
-                tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(oversize.clone()));
+            let mut builder = limits
+                .server()
+                .layer(tower::util::MapRequestLayer::new(conn::mark_spoke))
+                .layer(tower::util::MapResponseLayer::new(oversize.clone()));
             if let Some(tls) = &tls {
-                builder = builder.tls_config(tls.clone())?;
+                // conn's deadline covers the handshake too; this only makes
+                // tonic give up on it at the same moment.
+                builder = builder.tls_config(tls.clone().timeout(limits.handshake_timeout))?;
             }
             Ok(builder
                 .add_service(health_service.clone())
@@ -301,20 +319,20 @@ impl Tokend {
         let addr = |l: &TcpListener| l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
         tracing::info!(addr = %addr(&listener), tls = config.tls.is_some(), admin = admin_listener.is_none(), "serving");
         let main = router(admin_listener.is_none(), true)?.serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            Incoming::new(listener, gate.clone(), limits.handshake_timeout),
             stopped(stop_rx.clone()),
         );
         let admin_plane = match admin_listener {
             Some(l) => {
                 tracing::info!(addr = %addr(&l), "serving the admin plane");
-                let incoming = TcpIncoming::from(l).with_nodelay(Some(true));
+                let incoming = Incoming::new(l, gate, limits.handshake_timeout);
                 Some(router(true, false)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
             }
             None => None,
         };
         let health_only = health_listener.map(|l| {
             tracing::info!(addr = %addr(&l), "serving health checks (plaintext)");
-            health.serve_alone(l, stopped(stop_rx))
+            health.serve_alone(l, limits, stopped(stop_rx))
         });
         let server = async move { tokio::try_join!(main, optional(admin_plane), optional(health_only)).map(|_| ()) };
         tokio::pin!(server);

@@ -4,10 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokend::{
     pb::{self, verify_service_client::VerifyServiceClient},
     server::TlsFiles,
@@ -133,4 +138,70 @@ async fn health_checks_stay_plaintext_on_the_health_port_with_mtls_on() {
     }
     // Nothing else is served there.
     assert_eq!(verify_call(plain).await.unwrap_err().code(), tonic::Code::Unimplemented);
+}
+
+/// Reads `stream` until the server closes it; how long that took, or `None`
+/// if it was still open after `limit`.
+fn closed_within(stream: &mut impl std::io::Read, started: std::time::Instant, limit: Duration) -> Option<Duration> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if started.elapsed() >= limit {
+                    return None;
+                }
+            }
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_timeout_covers_the_tls_handshake_and_the_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pki = pki(dir.path());
+    pki.server.client_ca = None;
+    let tls = pki.server.clone();
+    let timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(move |c| {
+        c.tls = Some(tls);
+        c.limits.handshake_timeout = timeout;
+    })
+    .await;
+    let (addr, ca) = (server.addr, pki.ca_pem.clone());
+    tokio::task::spawn_blocking(move || {
+        let limit = timeout + Duration::from_secs(1);
+        // Connected, never a ClientHello.
+        let started = std::time::Instant::now();
+        let mut silent = std::net::TcpStream::connect(addr).unwrap();
+        silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        assert!(closed_within(&mut silent, started, limit).is_some(), "a silent TLS connection stayed open");
+
+        // TLS completed, then no HTTP/2 at all.
+        let started = std::time::Instant::now();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connection = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut tls = rustls::StreamOwned::new(connection, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).expect("the TLS handshake completes");
+        }
+        assert!(closed_within(&mut tls, started, limit).is_some(), "a TLS connection without a request stayed open");
+    })
+    .await
+    .unwrap();
+    // A real client still gets through.
+    let channel = tls_channel(&server, &pki, false).await.expect("TLS handshake");
+    assert!(verify_call(channel).await.is_ok());
 }

@@ -18,6 +18,9 @@
 //!   Verify calls walk the whole token set, and a background thread uses
 //!   30,000 more tokens a second in process (`--tail-dirty-per-second`), as
 //!   other clients of a busy replica would;
+//! * the front door under attack (`--mode flood`, in `flood`): Verify's
+//!   latency while 5,000 idle connections and a rapid-reset attacker run,
+//!   against the same client without them;
 //! * start-up of the real binary: time to SERVING and resident memory.
 //! * with `--mode postgres --store URL` (an empty database): the same
 //!   start-up figures loading from PostgreSQL, then two replicas in process:
@@ -28,7 +31,10 @@
 //! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1 (and
 //! the database named by `--store`).
 
+mod flood;
 mod postgres;
+
+pub use flood::{ENHANCE_YOUR_CALM, GOAWAY, PREFACE, client_start, rapid_reset_burst, read_until_goaway};
 
 use std::{
     ffi::OsStr,
@@ -68,6 +74,9 @@ pub enum Mode {
     Tail,
     /// Replicas on the PostgreSQL database named by `--store`.
     Postgres,
+    /// Verify while idle connections and a rapid-reset attacker flood the
+    /// port.
+    Flood,
 }
 
 /// Flags of `tokend bench`.
@@ -95,6 +104,9 @@ pub struct BenchArgs {
     /// Verify calls (0 = none).
     #[arg(long, default_value_t = 30_000)]
     pub tail_dirty_per_second: usize,
+    /// Flood phase: connections held open without a byte sent.
+    #[arg(long, default_value_t = 5_000)]
+    pub flood_idle: usize,
     /// `--mode postgres`: an empty PostgreSQL database to seed and measure.
     #[arg(long, env = "TOKEND_STORE", hide_env_values = true)]
     pub store: Option<String>,
@@ -133,6 +145,10 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         let step = if tail { sample_every } else { 1 };
         let sample = valid.iter().step_by(step).cloned().collect();
         in_process(args, &dir, &admin, sample, Phases::Standard)?;
+    }
+    if matches!(args.mode, Mode::All | Mode::Flood) {
+        let sample = valid.iter().step_by(if tail { sample_every } else { 1 }).cloned().collect();
+        in_process(args, &dir, &admin, sample, Phases::Flood)?;
     }
     if tail {
         in_process(args, &dir, &admin, valid, Phases::Tail)?;
@@ -211,6 +227,8 @@ enum Phases {
     Standard,
     /// The tail under last-used persistence.
     Tail,
+    /// Verify under a connection flood.
+    Flood,
 }
 
 /// Runs a server in this process (its own runtime, as a separate process
@@ -238,6 +256,9 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
         let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
         if phases == Phases::Tail {
             return tail(&channel, &valid, registry.index(), args).await;
+        }
+        if phases == Phases::Flood {
+            return flood::flood(&channel, &valid, addr, seconds, args.flood_idle).await;
         }
         if matches!(args.mode, Mode::All | Mode::Verify) {
             verify_vs_check(&channel, &valid, seconds).await?;

@@ -12,6 +12,9 @@
 //! * with a shared store, `tokend_feed_staleness_seconds` — time since the
 //!   change feed last confirmed this replica is current — and
 //!   `tokend_feed_changes_applied_total` — records the feed applied;
+//! * `tokend_connections` — connections open on the gRPC ports, and
+//!   `tokend_connections_refused_total` — connections closed at once
+//!   because `--max-connections` were open;
 //! * `tokend_build_info{version}`.
 //!
 //! On the Verify path recording is O(1) and lock-free: handles to the
@@ -31,7 +34,7 @@ use prometheus_client::{
 
 use self::histogram::AtomicHistogram;
 
-use crate::{clock::Time, feed::Freshness, index::Index, verify::Outcome};
+use crate::{clock::Time, conn::Incoming, feed::Freshness, index::Index, verify::Outcome};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -54,6 +57,12 @@ pub enum Rpc {
 
 impl Rpc {
     const ALL: [Rpc; 6] = [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify];
+
+    /// The admin RPC a request path names (`/tokend.v1.TokenService/Issue`).
+    pub fn of_admin_path(path: &str) -> Option<Rpc> {
+        let method = path.strip_prefix("/tokend.v1.TokenService/")?;
+        Rpc::ALL.into_iter().find(|rpc| *rpc != Rpc::Verify && rpc.name() == method)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -99,6 +108,8 @@ pub struct Metrics {
     flush: AtomicHistogram,
     staleness: Gauge<f64, std::sync::atomic::AtomicU64>,
     feed_applied: Counter,
+    connections: Gauge,
+    connections_refused: Counter,
     /// Set once at start-up with a shared store; read at scrape time.
     feed: std::sync::OnceLock<Arc<Freshness>>,
 }
@@ -138,7 +149,27 @@ impl Metrics {
             "Records applied from the change feed (shared store only)",
             feed_applied.clone(),
         );
-        Metrics { registry, verify, admin, latency, tokens, flush, staleness, feed_applied, feed: Default::default() }
+        let connections = Gauge::default();
+        registry.register("tokend_connections", "Connections open on the gRPC ports", connections.clone());
+        let connections_refused = Counter::default();
+        registry.register(
+            "tokend_connections_refused",
+            "Connections closed at once because --max-connections were open",
+            connections_refused.clone(),
+        );
+        Metrics {
+            registry,
+            verify,
+            admin,
+            latency,
+            tokens,
+            flush,
+            staleness,
+            feed_applied,
+            connections,
+            connections_refused,
+            feed: Default::default(),
+        }
     }
 
     /// Records a Verify call.
@@ -153,6 +184,12 @@ impl Metrics {
     pub fn admin(&self, rpc: Rpc, code: tonic::Code, elapsed: Duration) {
         self.admin.get_or_create(&vec![("rpc", rpc.name()), ("code", code_name(code))]).inc();
         self.latency[rpc as usize].observe(elapsed);
+    }
+
+    /// The gauge of open connections and the counter of refused ones, for
+    /// the gRPC ports' `conn::Gate`.
+    pub fn connections(&self) -> (Gauge, Counter) {
+        (self.connections.clone(), self.connections_refused.clone())
     }
 
     /// Records one store flush.
@@ -206,22 +243,20 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Serves `GET /metrics` on `listener` (HTTP/1.1) until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    index: Arc<Index>,
-    clock: crate::clock::Clock,
-) {
+/// Serves `GET /metrics` (HTTP/1.1) on the connections of `incoming` until
+/// the task is dropped.
+pub async fn serve(mut incoming: Incoming, metrics: Arc<Metrics>, index: Arc<Index>, clock: crate::clock::Clock) {
     use http_body_util::Full;
     use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
+    use tokio_stream::StreamExt;
 
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let (metrics, index, clock) = (metrics.clone(), index.clone(), clock.clone());
+    while let Some(accepted) = incoming.next().await {
+        let Ok(stream) = accepted else { continue };
+        let (metrics, index, clock, peer) = (metrics.clone(), index.clone(), clock.clone(), stream.peer().clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (metrics, index, clock) = (metrics.clone(), index.clone(), clock.clone());
+                peer.mark();
                 async move {
                     if req.uri().path() != "/metrics" {
                         return Response::builder()

@@ -3,6 +3,7 @@
 //! place that does). No rule about tokens lives here.
 
 pub mod admin;
+pub mod admission;
 pub mod convert;
 pub mod verify;
 
