@@ -14,7 +14,7 @@ use tonic_health::{
 };
 
 use crate::{
-    conn::{self, Gate, Incoming},
+    conn::{Gate, Incoming, Protocol, abuse::Cooldown},
     limits::Limits,
 };
 
@@ -56,12 +56,10 @@ impl Health {
         limits: &Limits,
         stop: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = Incoming::new(listener, Gate::side_port("health"), limits.handshake_timeout);
-        limits
-            .server()
-            .layer(tower::util::MapRequestLayer::new(conn::mark_spoke))
-            .add_service(self.service())
-            .serve_with_incoming_shutdown(incoming, stop)
-            .await
+        // Counted apart from the gRPC ports' metrics: this port is for probes.
+        let cooldown = Cooldown::new(limits.abuse_cooldown, Default::default(), Default::default());
+        let http2 = Protocol::Http2 { cooldown: std::sync::Arc::new(cooldown) };
+        let incoming = Incoming::new(listener, Gate::side_port("health"), limits.handshake_timeout, http2);
+        limits.server().add_service(self.service()).serve_with_incoming_shutdown(incoming, stop).await
     }
 }

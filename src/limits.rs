@@ -7,7 +7,8 @@
 //! defaults, chosen for a service on every sibling's request path. Where each
 //! is enforced:
 //!
-//! * connections and the handshake deadline: `conn` (hyper has neither);
+//! * connections, the handshake deadline and the abuse cooldown: `conn`
+//!   (hyper has none of them);
 //! * keepalive, concurrent streams, header bytes, and the HTTP/2 layer's own
 //!   flood defences (rapid reset and oversize header blocks answered with
 //!   GOAWAY ENHANCE_YOUR_CALM): hyper's HTTP/2 server, set up by
@@ -41,6 +42,10 @@ pub struct Limits {
     pub admin_timeout: Duration,
     /// Most admin calls running at once; past it, RESOURCE_EXHAUSTED.
     pub max_admin_inflight: usize,
+    /// How long new connections from a peer are closed at once after its
+    /// connections earned `conn::abuse::STRIKES` GOAWAY ENHANCE_YOUR_CALM
+    /// answers; zero: never.
+    pub abuse_cooldown: Duration,
 }
 
 /// Connections the plaintext health port (`--health-listen`) and the
@@ -59,6 +64,7 @@ impl Default for Limits {
             max_header_bytes: 16 << 10,
             admin_timeout: Duration::from_secs(30),
             max_admin_inflight: 256,
+            abuse_cooldown: Duration::from_secs(10),
         }
     }
 }

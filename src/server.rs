@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::{
     auth::AdminAuth,
     clock::Clock,
-    conn::{self, Gate, Incoming},
+    conn::{self, Gate, Incoming, Protocol, abuse::Cooldown, tls::TlsError},
     feed::Freshness,
     health::{Health, SERVICES},
     index::Index,
@@ -72,24 +72,26 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Reads the files into tonic's TLS configuration, naming the file that
-    /// could not be read.
-    fn load(&self) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+    /// Reads the files into a TLS acceptor, naming the file that could not
+    /// be read or used.
+    fn load(&self) -> Result<tokio_rustls::TlsAcceptor, StartError> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| StartError::Config(format!("{flag} {}: {e}", path.display())))
         };
-        let identity =
-            tonic::transport::Identity::from_pem(read("--tls-cert", &self.cert)?, read("--tls-key", &self.key)?);
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.client_ca {
-            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read("--tls-client-ca", ca)?));
-        }
-        // tonic parses the PEM only when the config is applied: apply it once
-        // now so a bad certificate or key stops start-up, not serving.
-        tonic::transport::Server::builder().tls_config(tls.clone()).map_err(|e| {
-            StartError::Config(format!("--tls-cert {} / --tls-key {}: {e}", self.cert.display(), self.key.display()))
-        })?;
-        Ok(tls)
+        let (cert, key) = (read("--tls-cert", &self.cert)?, read("--tls-key", &self.key)?);
+        let client_ca = self.client_ca.as_ref().map(|ca| read("--tls-client-ca", ca)).transpose()?;
+        conn::tls::acceptor(&cert, &key, client_ca.as_deref()).map_err(|e| {
+            let file = match &e {
+                TlsError::Certificate(_) => format!("--tls-cert {}", self.cert.display()),
+                TlsError::Key(_) => format!("--tls-key {}", self.key.display()),
+                TlsError::ClientCa(_) => format!(
+                    "--tls-client-ca {}",
+                    self.client_ca.as_ref().map_or_else(String::new, |p| p.display().to_string())
+                ),
+                TlsError::Config(_) => format!("--tls-cert {} / --tls-key {}", self.cert.display(), self.key.display()),
+            };
+            StartError::Config(format!("{file}: {e}"))
+        })
     }
 }
 
@@ -151,7 +153,7 @@ pub enum ServeError {
 /// An opened tokend, ready to serve.
 pub struct Tokend {
     config: Config,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     registry: Arc<Registry>,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
@@ -271,11 +273,13 @@ impl Tokend {
         // One budget for both gRPC ports: it guards the process's descriptors.
         let (open, refused) = metrics.connections();
         let gate = Gate::new("gRPC", limits.max_connections, open, refused);
+        let (abusive, cooled) = metrics.abuse();
+        let http2 = Protocol::Http2 { cooldown: Arc::new(Cooldown::new(limits.abuse_cooldown, abusive, cooled)) };
         let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone()))
             .max_decoding_message_size(config.max_request_bytes);
         let metrics_task = metrics_listener.map(|l| {
             tracing::info!(addr = %l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()), "serving metrics");
-            let incoming = Incoming::new(l, Gate::side_port("metrics"), limits.handshake_timeout);
+            let incoming = Incoming::new(l, Gate::side_port("metrics"), limits.handshake_timeout, Protocol::Http1);
             tokio::spawn(crate::metrics::serve(incoming, metrics, registry.index().clone(), config.clock.clone()))
         });
 
@@ -297,16 +301,10 @@ impl Tokend {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let oversize = oversize_is_invalid_argument(config.max_request_bytes);
         let router = |with_admin: bool, with_verify: bool| -> Result<_, ServeError> {
-            let mut builder = limits
+            // TLS is terminated in `conn`, below the server.
+            Ok(limits
                 .server()
-                .layer(tower::util::MapRequestLayer::new(conn::mark_spoke))
-                .layer(tower::util::MapResponseLayer::new(oversize.clone()));
-            if let Some(tls) = &tls {
-                // conn's deadline covers the handshake too; this only makes
-                // tonic give up on it at the same moment.
-                builder = builder.tls_config(tls.clone().timeout(limits.handshake_timeout))?;
-            }
-            Ok(builder
+                .layer(tower::util::MapResponseLayer::new(oversize.clone()))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
                 .add_service(reflection_v1alpha.clone())
@@ -319,13 +317,13 @@ impl Tokend {
         let addr = |l: &TcpListener| l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
         tracing::info!(addr = %addr(&listener), tls = config.tls.is_some(), admin = admin_listener.is_none(), "serving");
         let main = router(admin_listener.is_none(), true)?.serve_with_incoming_shutdown(
-            Incoming::new(listener, gate.clone(), limits.handshake_timeout),
+            Incoming::new(listener, gate.clone(), limits.handshake_timeout, http2.clone()).with_tls(tls.clone()),
             stopped(stop_rx.clone()),
         );
         let admin_plane = match admin_listener {
             Some(l) => {
                 tracing::info!(addr = %addr(&l), "serving the admin plane");
-                let incoming = Incoming::new(l, gate, limits.handshake_timeout);
+                let incoming = Incoming::new(l, gate, limits.handshake_timeout, http2).with_tls(tls);
                 Some(router(true, false)?.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
             }
             None => None,

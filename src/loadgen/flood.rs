@@ -7,7 +7,9 @@
 //! rapid-reset attacker (CVE-2023-44487) that writes bursts of requests,
 //! each cancelled by RST_STREAM right after its HEADERS, and reconnects
 //! whenever the server answers GOAWAY. Blocks with and without the attack
-//! alternate, so drift on a shared machine hits both alike.
+//! alternate, so drift on a shared machine hits both alike. The attacker
+//! connects from 127.0.0.2, a peer of its own as it would be on a network
+//! (the measured client and the idle connections from 127.0.0.1).
 //!
 //! The frame writers are public so the integration tests attack the server
 //! the same way.
@@ -118,8 +120,11 @@ struct Tally {
     resets: AtomicU64,
     /// Connections the rapid-reset attacker opened.
     attack_connections: AtomicU64,
-    /// GOAWAY ENHANCE_YOUR_CALM answers it received.
+    /// GOAWAY ENHANCE_YOUR_CALM answers it received (the answer may be
+    /// lost when the server resets a connection still being written).
     calm_goaways: AtomicU64,
+    /// Connections closed before any answer (during a cooldown).
+    closed_at_once: AtomicU64,
 }
 
 /// A running attack, stopped by [`Attack::stop`].
@@ -141,6 +146,9 @@ impl Attack {
         while (opened.load(Ordering::Relaxed) as usize) < idle && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Connected is not yet accepted: give the server time to take the
+        // backlog, so the block measures idle connections, not their arrival.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         Attack { stop, tasks }
     }
 
@@ -174,14 +182,26 @@ async fn hold_idle(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicU6
     }
 }
 
-/// Rapid reset: bursts of 1,000 cancelled requests per connection until the
-/// server answers GOAWAY or closes, then a new connection.
+/// A connection from `from` (another loopback address, so the attacker is a
+/// peer of its own, as it would be on a network).
+pub async fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if from.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
+}
+
+/// Where the rapid-reset attacker connects from.
+pub const ATTACKER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// Rapid reset: cancelled requests in bursts of 100, up to 1,000 per
+/// connection or until the server stops reading, then the answer (GOAWAY, or
+/// nothing during a cooldown), then a new connection, from [`ATTACKER`].
 async fn rapid_reset(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    const BURST: u32 = 1_000;
-    let mut start = client_start();
-    start.extend(rapid_reset_burst(1, BURST));
+    const BURST: u32 = 100;
+    let start = client_start();
+    let bursts: Vec<Vec<u8>> = (0..10).map(|i| rapid_reset_burst(1 + 2 * BURST * i, BURST)).collect();
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut conn) = TcpStream::connect(addr).await else {
+        let Ok(mut conn) = connect_from(ATTACKER, addr).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -189,10 +209,16 @@ async fn rapid_reset(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
         if conn.write_all(&start).await.is_err() {
             continue;
         }
-        tally.resets.fetch_add(u64::from(BURST), Ordering::Relaxed);
-        if read_until_goaway(&mut conn, Duration::from_secs(1)).await == Some(ENHANCE_YOUR_CALM) {
-            tally.calm_goaways.fetch_add(1, Ordering::Relaxed);
+        for burst in &bursts {
+            if conn.write_all(burst).await.is_err() {
+                break;
+            }
+            tally.resets.fetch_add(u64::from(BURST), Ordering::Relaxed);
         }
+        match read_until_goaway(&mut conn, Duration::from_secs(1)).await {
+            Some(ENHANCE_YOUR_CALM) => tally.calm_goaways.fetch_add(1, Ordering::Relaxed),
+            _ => tally.closed_at_once.fetch_add(1, Ordering::Relaxed),
+        };
     }
 }
 
@@ -231,11 +257,13 @@ pub(crate) async fn flood(
     let (a, b) = (attacked.throughput(), calm.throughput());
     println!("{:<28}{:>12.0}/s{:>12.0}/s{:>9.3}", "throughput", a, b, a / b);
     println!(
-        "attack: {} idle connections opened; {} requests reset on {} connections, {} answered GOAWAY ENHANCE_YOUR_CALM",
+        "attack: {} idle connections opened; {} requests reset on {} connections: {} answered GOAWAY \
+         ENHANCE_YOUR_CALM, {} closed without an answer (cooldown)",
         tally.idle_opened.load(Ordering::Relaxed),
         tally.resets.load(Ordering::Relaxed),
         tally.attack_connections.load(Ordering::Relaxed),
         tally.calm_goaways.load(Ordering::Relaxed),
+        tally.closed_at_once.load(Ordering::Relaxed),
     );
     Ok(())
 }

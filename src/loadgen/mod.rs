@@ -34,7 +34,9 @@
 mod flood;
 mod postgres;
 
-pub use flood::{ENHANCE_YOUR_CALM, GOAWAY, PREFACE, client_start, rapid_reset_burst, read_until_goaway};
+pub use flood::{
+    ATTACKER, ENHANCE_YOUR_CALM, GOAWAY, PREFACE, client_start, connect_from, rapid_reset_burst, read_until_goaway,
+};
 
 use std::{
     ffi::OsStr,

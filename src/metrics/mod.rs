@@ -14,7 +14,10 @@
 //!   `tokend_feed_changes_applied_total` — records the feed applied;
 //! * `tokend_connections` — connections open on the gRPC ports, and
 //!   `tokend_connections_refused_total` — connections closed at once
-//!   because `--max-connections` were open;
+//!   because `--max-connections` were open; `tokend_connections_abusive_total`
+//!   — connections closed with GOAWAY ENHANCE_YOUR_CALM — and
+//!   `tokend_connections_cooled_down_total` — new connections closed at once
+//!   while their peer cools down (`--abuse-cooldown`);
 //! * `tokend_build_info{version}`.
 //!
 //! On the Verify path recording is O(1) and lock-free: handles to the
@@ -110,6 +113,8 @@ pub struct Metrics {
     feed_applied: Counter,
     connections: Gauge,
     connections_refused: Counter,
+    abusive: Counter,
+    cooled: Counter,
     /// Set once at start-up with a shared store; read at scrape time.
     feed: std::sync::OnceLock<Arc<Freshness>>,
 }
@@ -157,6 +162,18 @@ impl Metrics {
             "Connections closed at once because --max-connections were open",
             connections_refused.clone(),
         );
+        let abusive = Counter::default();
+        registry.register(
+            "tokend_connections_abusive",
+            "Connections the HTTP/2 layer closed with GOAWAY ENHANCE_YOUR_CALM (floods)",
+            abusive.clone(),
+        );
+        let cooled = Counter::default();
+        registry.register(
+            "tokend_connections_cooled_down",
+            "New connections closed at once because their peer was cooling down (--abuse-cooldown)",
+            cooled.clone(),
+        );
         Metrics {
             registry,
             verify,
@@ -168,6 +185,8 @@ impl Metrics {
             feed_applied,
             connections,
             connections_refused,
+            abusive,
+            cooled,
             feed: Default::default(),
         }
     }
@@ -190,6 +209,12 @@ impl Metrics {
     /// the gRPC ports' `conn::Gate`.
     pub fn connections(&self) -> (Gauge, Counter) {
         (self.connections.clone(), self.connections_refused.clone())
+    }
+
+    /// The counters of abusive connections and of connections refused
+    /// during a cooldown, for `conn::abuse::Cooldown`.
+    pub fn abuse(&self) -> (Counter, Counter) {
+        (self.abusive.clone(), self.cooled.clone())
     }
 
     /// Records one store flush.
@@ -252,11 +277,11 @@ pub async fn serve(mut incoming: Incoming, metrics: Arc<Metrics>, index: Arc<Ind
 
     while let Some(accepted) = incoming.next().await {
         let Ok(stream) = accepted else { continue };
-        let (metrics, index, clock, peer) = (metrics.clone(), index.clone(), clock.clone(), stream.peer().clone());
+        let (metrics, index, clock, spoke) = (metrics.clone(), index.clone(), clock.clone(), stream.spoke());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (metrics, index, clock) = (metrics.clone(), index.clone(), clock.clone());
-                peer.mark();
+                spoke.store(true, std::sync::atomic::Ordering::Relaxed);
                 async move {
                     if req.uri().path() != "/metrics" {
                         return Response::builder()
