@@ -93,6 +93,27 @@ class Defaults(unittest.TestCase):
         # Room for the drain and the final flush.
         self.assertEqual(self.sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 15)
 
+    def test_front_door_limits_are_flags(self):
+        args = self.c["args"]
+        for flag in (
+            "--handshake-timeout=10s",
+            "--max-connections=10000",
+            "--keepalive-interval=30s",
+            "--keepalive-timeout=10s",
+            "--max-concurrent-streams=1000",
+            "--max-header-bytes=16384",
+            "--admin-timeout=30s",
+            "--max-admin-inflight=256",
+            "--abuse-cooldown=10s",
+        ):
+            self.assertIn(flag, args)
+        _, c = container(render({"limits": {"maxConnections": 500, "abuseCooldown": "0"}}))
+        self.assertIn("--max-connections=500", c["args"])
+        self.assertIn("--abuse-cooldown=0", c["args"])
+        for bad in ({"maxConnections": 0}, {"handshakeTimeout": "0s"}, {"maxHeaderBytes": 10}, {"maxConns": 1}):
+            with self.subTest(bad=bad), self.assertRaises(helm.HelmError):
+                render({"limits": bad})
+
     def test_the_bootstrap_seed_secret_is_created_and_kept(self):
         secret = self.objects[("Secret", "rel-tokend-bootstrap")]
         self.assertEqual(secret["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")

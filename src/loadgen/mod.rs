@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// Flood phase: connections held open without a byte sent.
     #[arg(long, default_value_t = 5_000)]
     pub flood_idle: usize,
+    /// Flood phase: the server's --abuse-cooldown (0: off, to see what it
+    /// buys).
+    #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
+    pub abuse_cooldown: Duration,
     /// `--mode postgres`: an empty PostgreSQL database to seed and measure.
     #[arg(long, env = "TOKEND_STORE", hide_env_values = true)]
     pub store: Option<String>,
@@ -242,6 +246,7 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
     if phases == Phases::Tail {
         config.last_used_flush_interval = args.tail_interval;
     }
+    config.limits.abuse_cooldown = args.abuse_cooldown;
     let tokend = server_rt.block_on(Tokend::open(config))?;
     let registry = tokend.registry().clone();
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;

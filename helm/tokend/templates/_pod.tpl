@@ -43,6 +43,17 @@ spec:
         - --log-format={{ .Values.config.logFormat }}
         - --max-request-bytes={{ .Values.config.maxRequestBytes }}
         - --shutdown-grace={{ .Values.shutdownGraceSeconds }}s
+        {{- with .Values.limits }}
+        - --handshake-timeout={{ .handshakeTimeout }}
+        - --max-connections={{ int64 .maxConnections }}
+        - --keepalive-interval={{ .keepaliveInterval }}
+        - --keepalive-timeout={{ .keepaliveTimeout }}
+        - --max-concurrent-streams={{ int64 .maxConcurrentStreams }}
+        - --max-header-bytes={{ int64 .maxHeaderBytes }}
+        - --admin-timeout={{ .adminTimeout }}
+        - --max-admin-inflight={{ int64 .maxAdminInflight }}
+        - --abuse-cooldown={{ .abuseCooldown }}
+        {{- end }}
         {{- if .Values.adminListener.enabled }}
         - --admin-listen=0.0.0.0:{{ .Values.service.adminPort }}
         {{- end }}
