@@ -1,8 +1,9 @@
 //! The front door, tried as an outsider would, with real sockets against the
 //! real server: idle and slow-headers connections closed at the handshake
 //! timeout, the connection cap, keepalive, the announced stream limit,
-//! oversize metadata, a rapid-reset flood, and the admin plane's deadline
-//! and load shedding.
+//! oversize metadata and a 64 KiB header block, a rapid-reset flood and the
+//! cooldown of a peer that keeps flooding, the admin plane's deadline and
+//! load shedding, and the real binary's descriptors.
 
 mod common;
 
@@ -410,4 +411,47 @@ async fn a_peer_that_keeps_flooding_is_cooled_down_and_its_neighbours_are_not() 
         let answer = read_until_goaway(&mut attacker, Duration::from_secs(5)).await;
         assert_eq!(answer, Some(tokend::loadgen::ENHANCE_YOUR_CALM));
     }
+}
+
+/// One HTTP/2 frame on stream `stream`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_kib_header_block_is_answered_goaway_enhance_your_calm() {
+    let server = start(Limits::default()).await;
+    let mut admin = server.admin().await;
+    let token = issue(&mut admin, "t", "team", &[]).await.secret;
+    let mut v = server.verifier().await;
+    // :method POST, :scheme http, :path, then a 64 KiB literal header value
+    // (HPACK integers past 127 continue in 7-bit groups).
+    let mut block = vec![0x83, 0x86, 0x04, 31];
+    block.extend_from_slice(b"/tokend.v1.VerifyService/Verify");
+    block.extend_from_slice(&[0x00, 5]);
+    block.extend_from_slice(b"x-pad");
+    let mut len = 64 * 1024 - 127;
+    block.push(0x7f);
+    while len >= 128 {
+        block.push((len % 128) as u8 | 0x80);
+        len /= 128;
+    }
+    block.push(len as u8);
+    block.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let mut bytes = tokend::loadgen::client_start();
+    let pieces: Vec<&[u8]> = block.chunks(16 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let kind = if i == 0 { 0x1 } else { 0x9 }; // HEADERS, then CONTINUATION
+        let flags = if i + 1 == pieces.len() { 0x4 } else { 0 }; // END_HEADERS on the last
+        bytes.extend(frame(kind, flags, 1, piece));
+    }
+    let mut conn = TcpStream::connect(server.addr).await.unwrap();
+    let _ = conn.write_all(&bytes).await;
+    let answer = tokend::loadgen::read_until_goaway(&mut conn, Duration::from_secs(5)).await;
+    assert_eq!(answer, Some(tokend::loadgen::ENHANCE_YOUR_CALM));
+    assert_eq!(result(&verify(&mut v, &token, &[]).await), pb::VerifyResult::Ok);
 }
