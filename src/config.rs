@@ -169,9 +169,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_MAX_ADMIN_INFLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_admin_inflight: u32,
 
-    /// How long new connections from a peer are closed at once after ten of
-    /// its connections within 10 s were answered GOAWAY ENHANCE_YOUR_CALM
-    /// (HTTP/2 floods such as rapid reset); 0 turns the cooldown off.
+    /// How long new connections from a peer are refused (its SYNs dropped by
+    /// a socket filter) after ten of its connections within 10 s were
+    /// answered GOAWAY ENHANCE_YOUR_CALM (HTTP/2 floods such as rapid
+    /// reset); 0 turns the cooldown off.
     #[arg(long, env = "TOKEND_ABUSE_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     pub abuse_cooldown: Duration,
 

@@ -6,22 +6,27 @@
 //! not what an attacker who reconnects at once costs: thousands of new
 //! connections a second, each with its TCP and HTTP/2 set-up. So tokend
 //! counts those GOAWAYs per peer address, and an address that earns
-//! [`STRIKES`] of them within [`WINDOW`] has its new connections closed at
-//! accept, the cheapest answer there is, for the cooldown. Its connections
-//! already open are served as before. Nothing a well-behaved client does
-//! earns a strike, and one or two stray floods do not start a cooldown.
+//! [`STRIKES`] of them within [`WINDOW`] is cooled down: the listening
+//! sockets' filter (`filter`) drops its SYNs in the kernel, and any of its
+//! connections that still reach accept are closed there, for the cooldown.
+//! Its connections already open are served as before. Nothing a
+//! well-behaved client does earns a strike, and one or two stray floods do
+//! not start a cooldown.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpListener;
+
+use super::filter;
 
 /// GOAWAY ENHANCE_YOUR_CALM answers that start a cooldown…
 pub const STRIKES: u32 = 10;
@@ -50,13 +55,50 @@ pub struct Cooldown {
     abusive: Counter,
     /// New connections closed at once during a cooldown.
     cooled: Counter,
+    /// The listening sockets whose filter lists the peers cooling down.
+    listeners: Mutex<Vec<Weak<TcpListener>>>,
 }
 
 impl Cooldown {
     /// A cooldown of `duration` (zero: strikes are counted, nobody is
     /// cooled down).
     pub fn new(duration: Duration, abusive: Counter, cooled: Counter) -> Cooldown {
-        Cooldown { duration, peers: Mutex::default(), len: AtomicUsize::new(0), abusive, cooled }
+        Cooldown {
+            duration,
+            peers: Mutex::default(),
+            len: AtomicUsize::new(0),
+            abusive,
+            cooled,
+            listeners: Mutex::default(),
+        }
+    }
+
+    /// Keeps `listener`'s socket filter in step with the cooldowns, for as
+    /// long as the listener lives.
+    pub fn guard(&self, listener: &Arc<TcpListener>) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(listener));
+        self.refresh();
+    }
+
+    /// Puts the peers cooling down now into every listener's filter.
+    fn refresh(&self) {
+        let now = Instant::now();
+        let cooling: Vec<IpAddr> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let cooling = peers.iter().filter(|(_, r)| r.cool_until.is_some_and(|until| now < until));
+            cooling.map(|(ip, _)| *ip).take(filter::MAX_ADDRESSES).collect()
+        };
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|weak| match weak.upgrade() {
+            Some(listener) => {
+                if let Err(e) = filter::install(&listener, &cooling) {
+                    // Still closed at accept: slower, not unsafe.
+                    tracing::warn!(error = %e, "cannot update the listening socket's filter");
+                }
+                true
+            }
+            None => false,
+        });
     }
 
     /// Whether a new connection from `ip` must be closed at once.
@@ -75,7 +117,7 @@ impl Cooldown {
 
     /// Records that a connection from `ip` was closed with GOAWAY
     /// ENHANCE_YOUR_CALM.
-    pub fn strike(&self, ip: IpAddr) {
+    pub fn strike(self: &Arc<Self>, ip: IpAddr) {
         self.abusive.inc();
         let ip = ip.to_canonical();
         let now = Instant::now();
@@ -92,15 +134,30 @@ impl Cooldown {
         }
         record.strikes += 1;
         let cooling = record.cool_until.is_some_and(|until| now < until);
-        if record.strikes >= STRIKES && !cooling && !self.duration.is_zero() {
+        let starts = record.strikes >= STRIKES && !cooling && !self.duration.is_zero();
+        if starts {
             record.cool_until = Some(now + self.duration);
             tracing::warn!(
                 peer = %ip, strikes = record.strikes, window = ?WINDOW, cooldown = ?self.duration,
-                "closing new connections from an abusive peer for --abuse-cooldown \
+                "refusing new connections from an abusive peer for --abuse-cooldown \
                  (its connections were answered GOAWAY ENHANCE_YOUR_CALM)"
             );
         }
         self.len.store(peers.len(), Ordering::Relaxed);
+        drop(peers);
+        if starts {
+            self.refresh();
+            // And again once it is over, so the filter lets the peer back in.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (cooldown, after) = (Arc::downgrade(self), self.duration + Duration::from_millis(10));
+                runtime.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(cooldown) = cooldown.upgrade() {
+                        cooldown.refresh();
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -110,7 +167,7 @@ mod tests {
 
     #[test]
     fn strikes_within_the_window_start_a_cooldown_for_that_address_only() {
-        let cooldown = Cooldown::new(Duration::from_secs(60), Counter::default(), Counter::default());
+        let cooldown = Arc::new(Cooldown::new(Duration::from_secs(60), Counter::default(), Counter::default()));
         let (abuser, neighbour): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         assert!(!cooldown.refuses(abuser));
         for _ in 0..STRIKES - 1 {
@@ -127,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_zero_cooldown_counts_but_never_refuses() {
-        let cooldown = Cooldown::new(Duration::ZERO, Counter::default(), Counter::default());
+        let cooldown = Arc::new(Cooldown::new(Duration::ZERO, Counter::default(), Counter::default()));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..STRIKES * 2 {
             cooldown.strike(ip);

@@ -21,6 +21,7 @@
 //! plaintext side and can read the HTTP/2 frames.
 
 pub mod abuse;
+mod filter;
 mod frames;
 mod guard;
 pub mod tls;
@@ -152,7 +153,8 @@ pub enum Protocol {
 /// The connections a listener accepts: capped by a [`Gate`], refused while
 /// their peer cools down, TLS-terminated if asked, each [`Guarded`].
 pub struct Incoming {
-    listener: TcpListener,
+    /// Shared with the cooldown, which keeps its socket filter current.
+    listener: Arc<TcpListener>,
     gate: Arc<Gate>,
     handshake_timeout: Duration,
     protocol: Protocol,
@@ -164,6 +166,10 @@ pub struct Incoming {
 impl Incoming {
     /// Connections from `listener`, admitted by `gate`.
     pub fn new(listener: TcpListener, gate: Arc<Gate>, handshake_timeout: Duration, protocol: Protocol) -> Incoming {
+        let listener = Arc::new(listener);
+        if let Protocol::Http2 { cooldown } = &protocol {
+            cooldown.guard(&listener);
+        }
         Incoming { listener, gate, handshake_timeout, protocol, tls: None, handshakes: JoinSet::new(), paused: None }
     }
 

@@ -125,6 +125,9 @@ struct Tally {
     calm_goaways: AtomicU64,
     /// Connections closed before any answer (during a cooldown).
     closed_at_once: AtomicU64,
+    /// Connection attempts the server never answered (SYNs dropped during a
+    /// cooldown).
+    unanswered_connects: AtomicU64,
 }
 
 /// A running attack, stopped by [`Attack::stop`].
@@ -140,7 +143,7 @@ impl Attack {
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicU64::new(0));
         let mut tasks: Vec<_> =
-            (0..idle).map(|_| runtime.spawn(hold_idle(addr, stop.clone(), opened.clone(), tally.clone()))).collect();
+            (0..idle).map(|_| runtime.spawn(hold_idle(addr, opened.clone(), tally.clone()))).collect();
         tasks.push(runtime.spawn(rapid_reset(addr, stop.clone(), tally.clone())));
         let deadline = Instant::now() + Duration::from_secs(10);
         while (opened.load(Ordering::Relaxed) as usize) < idle && Instant::now() < deadline {
@@ -154,6 +157,9 @@ impl Attack {
 
     async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -161,24 +167,20 @@ impl Attack {
 }
 
 /// Keeps one connection open without a byte sent, reopening it whenever
-/// the server closes it.
-async fn hold_idle(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>, tally: Arc<Tally>) {
-    while !stop.load(Ordering::Relaxed) {
+/// the server closes it; runs until aborted, and costs nothing while it waits.
+async fn hold_idle(addr: SocketAddr, opened: Arc<AtomicU64>, tally: Arc<Tally>) {
+    loop {
         let Ok(mut conn) = TcpStream::connect(addr).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         opened.fetch_add(1, Ordering::Relaxed);
         tally.idle_opened.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 1];
-        // Wait for the server to close, checking for the stop now and then.
-        while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await {
-                Err(_) => {}
-                Ok(Ok(0) | Err(_)) => break,
-                Ok(Ok(_)) => {} // never: the server does not speak first
-            }
-        }
+        let mut buf = [0u8; 64];
+        // Until the server closes it (the server never speaks first).
+        while let Ok(n) = conn.read(&mut buf).await
+            && n > 0
+        {}
     }
 }
 
@@ -201,8 +203,11 @@ async fn rapid_reset(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>)
     let start = client_start();
     let bursts: Vec<Vec<u8>> = (0..10).map(|i| rapid_reset_burst(1 + 2 * BURST * i, BURST)).collect();
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut conn) = connect_from(ATTACKER, addr).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // Bounded, as any attacker's would be: during a cooldown the SYNs go
+        // unanswered.
+        let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_millis(200), connect_from(ATTACKER, addr)).await
+        else {
+            tally.unanswered_connects.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         tally.attack_connections.fetch_add(1, Ordering::Relaxed);
@@ -258,12 +263,13 @@ pub(crate) async fn flood(
     println!("{:<28}{:>12.0}/s{:>12.0}/s{:>9.3}", "throughput", a, b, a / b);
     println!(
         "attack: {} idle connections opened; {} requests reset on {} connections: {} answered GOAWAY \
-         ENHANCE_YOUR_CALM, {} closed without an answer (cooldown)",
+         ENHANCE_YOUR_CALM, {} closed without an answer; {} connection attempts unanswered (cooldown)",
         tally.idle_opened.load(Ordering::Relaxed),
         tally.resets.load(Ordering::Relaxed),
         tally.attack_connections.load(Ordering::Relaxed),
         tally.calm_goaways.load(Ordering::Relaxed),
         tally.closed_at_once.load(Ordering::Relaxed),
+        tally.unanswered_connects.load(Ordering::Relaxed),
     );
     Ok(())
 }

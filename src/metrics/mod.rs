@@ -171,7 +171,7 @@ impl Metrics {
         let cooled = Counter::default();
         registry.register(
             "tokend_connections_cooled_down",
-            "New connections closed at once because their peer was cooling down (--abuse-cooldown)",
+            "New connections closed at accept because their peer was cooling down (--abuse-cooldown; SYNs the socket filter dropped are not counted)",
             cooled.clone(),
         );
         Metrics {
