@@ -97,4 +97,21 @@ impl Verifier {
         };
         Verdict { outcome, entry: Some(entry) }
     }
+
+    /// Notes a use of each token in `hashes` that is known and active now,
+    /// as a valid Verify would (a sibling verified it from its cache);
+    /// returns how many were noted.
+    pub fn record_use(&self, hashes: impl IntoIterator<Item = token::TokenHash>) -> usize {
+        let now = self.clock.now();
+        let mut recorded = 0;
+        for hash in hashes {
+            if let Some(entry) = self.index.lookup(&hash)
+                && entry.record.status_at(now) == Status::Active
+            {
+                self.index.touch(&entry, now);
+                recorded += 1;
+            }
+        }
+        recorded
+    }
 }

@@ -147,3 +147,50 @@ async fn verify_rejects_unreasonable_required_scopes() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("required_scopes[1]"), "{}", err.message());
 }
+
+/// The documented hash a sibling computes for RecordUse: blake3 derive_key
+/// with tokend's context, over the token's text.
+fn use_hash(secret: &str) -> Vec<u8> {
+    blake3::derive_key("tokend 2026-11-22 api token hash v1", secret.as_bytes()).to_vec()
+}
+
+#[tokio::test]
+async fn record_use_sets_last_used_for_active_tokens_named_by_hash() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let used = issue(&mut admin, "used", "team", &[]).await;
+    let idle = issue(&mut admin, "idle", "team", &[]).await;
+    let revoked = issue(&mut admin, "revoked", "team", &[]).await;
+    let revoked_id = revoked.token.as_ref().unwrap().id.clone();
+    admin.revoke(pb::RevokeRequest { id: revoked_id.clone(), reason: "gone".into() }).await.unwrap();
+    server.clock.advance(Duration::from_secs(60));
+
+    let mut v = server.verifier().await;
+    let request =
+        pb::RecordUseRequest { token_hashes: vec![use_hash(&used.secret), use_hash(&revoked.secret), vec![7; 32]] };
+    let answer = v.record_use(request).await.expect("RecordUse succeeds").into_inner();
+    assert_eq!(answer.recorded, 1, "only the known, active token is recorded");
+    let get = |id: &str| {
+        let mut admin = admin.clone();
+        let id = id.to_owned();
+        async move { admin.get(pb::GetRequest { id }).await.unwrap().into_inner().token.unwrap() }
+    };
+    let expected = prost_types::Timestamp { seconds: START.0 / 1_000_000_000 + 60, nanos: 0 };
+    assert_eq!(get(&used.token.as_ref().unwrap().id).await.last_used_time, Some(expected));
+    assert_eq!(get(&idle.token.as_ref().unwrap().id).await.last_used_time, None);
+    assert_eq!(get(&revoked_id).await.last_used_time, None);
+}
+
+#[tokio::test]
+async fn record_use_refuses_malformed_hashes_and_oversize_batches_naming_the_field() {
+    let server = TestServer::start().await;
+    let mut v = server.verifier().await;
+    let bad = v.record_use(pb::RecordUseRequest { token_hashes: vec![vec![0; 32], vec![0; 31]] }).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("token_hashes[1]"), "{bad:?}");
+    let many = v.record_use(pb::RecordUseRequest { token_hashes: vec![vec![0; 32]; 1_001] }).await.unwrap_err();
+    assert_eq!(many.code(), tonic::Code::InvalidArgument);
+    assert!(many.message().contains("token_hashes"), "{many:?}");
+    let fine = v.record_use(pb::RecordUseRequest { token_hashes: vec![vec![0; 32]; 1_000] }).await.unwrap();
+    assert_eq!(fine.into_inner().recorded, 0);
+}

@@ -13,6 +13,7 @@ use crate::{
     pb::{self, verify_service_server::VerifyService},
     service::convert,
     spec,
+    token::TokenHash,
     verify::{Outcome, Verifier},
 };
 
@@ -61,7 +62,29 @@ impl VerifyService for VerifyApi {
         }
         Ok(Response::new(response))
     }
+
+    async fn record_use(
+        &self,
+        request: Request<pb::RecordUseRequest>,
+    ) -> Result<Response<pb::RecordUseResponse>, Status> {
+        let hashes = &request.get_ref().token_hashes;
+        if hashes.len() > MAX_RECORDED_USES {
+            return Err(Error::invalid("token_hashes", format!("at most {MAX_RECORDED_USES} per call")).into());
+        }
+        let mut parsed = Vec::with_capacity(hashes.len());
+        for (i, hash) in hashes.iter().enumerate() {
+            let bytes: [u8; 32] = hash.as_slice().try_into().map_err(|_| {
+                Error::invalid(format!("token_hashes[{i}]"), format!("must be 32 bytes, not {}", hash.len()))
+            })?;
+            parsed.push(TokenHash(bytes));
+        }
+        let recorded = self.verifier.record_use(parsed);
+        Ok(Response::new(pb::RecordUseResponse { recorded: recorded as u32 }))
+    }
 }
+
+/// Most token hashes one RecordUse call may carry.
+pub const MAX_RECORDED_USES: usize = 1_000;
 
 fn check_required_scopes(scopes: &[String]) -> Result<(), Error> {
     if scopes.len() > spec::MAX_SCOPES {
