@@ -176,6 +176,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_ABUSE_COOLDOWN", default_value = "10s", value_parser = parse_duration)]
     pub abuse_cooldown: Duration,
 
+    /// Longest silence on a Watch stream: with no changes, a heartbeat at
+    /// least this often, so siblings' caches can bound their staleness.
+    #[arg(long, env = "TOKEND_WATCH_HEARTBEAT", default_value = "1s", value_parser = parse_positive_duration)]
+    pub watch_heartbeat: Duration,
+
     /// Log format.
     #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -248,6 +253,7 @@ impl ServeArgs {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: self.tls_client_ca }),
             _ => None,
         };
+        config.watch_heartbeat = self.watch_heartbeat;
         config.limits = Limits {
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections as usize,

@@ -29,6 +29,7 @@ use crate::{
     id::TokenId,
     record::{Labels, Scopes, Status, TokenRecord},
     token::TokenHash,
+    watch::Changes,
 };
 
 /// Number of hot-map shards (a power of two).
@@ -186,6 +187,8 @@ pub struct Index {
     admin: RwLock<AdminView>,
     /// Entries whose last-used time changed since the last persistence pass.
     dirty: Mutex<Vec<Arc<Entry>>>,
+    /// Every applied change, numbered, for `Watch`.
+    changes: Changes,
 }
 
 impl Default for Index {
@@ -197,11 +200,13 @@ impl Default for Index {
 impl Index {
     fn with_capacity(n: usize) -> Index {
         let per_shard = n.div_ceil(SHARDS);
+        let instance = {
+            use rand::TryRngCore as _;
+            rand::rngs::OsRng.try_next_u64().expect("the operating system's random number generator failed")
+        };
         Index {
-            instance: {
-                use rand::TryRngCore as _;
-                rand::rngs::OsRng.try_next_u64().expect("the operating system's random number generator failed")
-            },
+            instance,
+            changes: Changes::new(instance),
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(HotMap::with_capacity_and_hasher(per_shard, Default::default())))
                 .collect(),
@@ -271,11 +276,18 @@ impl Index {
                     continue;
                 }
                 let previous = current.and_then(|e| e.last_used());
+                // Under the write lock: numbered in the order applied.
+                self.changes.push(record);
                 self.insert_locked(&mut admin, record.clone(), previous);
                 applied += 1;
             }
         }
         applied
+    }
+
+    /// The numbered changes this index applied (for `Watch`).
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// Takes a last-used time another replica recorded, if later than the

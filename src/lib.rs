@@ -14,7 +14,8 @@
 //!   [`index`] (the in-memory token set), [`token`] (the token format and
 //!   the only code that sees secrets), [`record`], [`change`], [`spec`],
 //!   [`id`], [`clock`], [`error`]. [`feed`] keeps the index current with a
-//!   shared store and fails closed when it cannot.
+//!   shared store and fails closed when it cannot; [`watch`] numbers the
+//!   changes the index applies, for siblings' caches.
 //! * [`store`] is the storage layer, one backend per file or folder (sled in
 //!   `store/sled.rs`, PostgreSQL in `store/postgres/`); [`commit`] shares
 //!   flushes among concurrent writers; [`last_used`] persists last-used
@@ -53,5 +54,6 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod verify;
+pub mod watch;
 
 pub use server::{Config, Tokend};

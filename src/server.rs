@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
     registry::{Created, Registry, RegistryOptions},
-    service::{admin::AdminService, admission::Admission, verify::VerifyApi},
+    service::{admin::AdminService, admission::Admission, verify::VerifyApi, watch::Watchers},
     store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError, postgres::PostgresFeed},
     token::{self, Secret},
     verify::Verifier,
@@ -55,6 +55,8 @@ pub struct Config {
     pub clock: Clock,
     /// Serve TLS (and, with a client CA, require client certificates).
     pub tls: Option<TlsFiles>,
+    /// Longest silence on a Watch stream: a heartbeat at least this often.
+    pub watch_heartbeat: Duration,
     /// Connection, stream, deadline and admission limits.
     pub limits: Limits,
 }
@@ -111,6 +113,7 @@ impl Config {
             max_request_bytes: 64 << 10,
             clock: Clock::System,
             tls: None,
+            watch_heartbeat: Duration::from_secs(1),
             limits: Limits::default(),
         }
     }
@@ -275,7 +278,10 @@ impl Tokend {
         let gate = Gate::new("gRPC", limits.max_connections, open, refused);
         let (abusive, cooled) = metrics.abuse();
         let http2 = Protocol::Http2 { cooldown: Arc::new(Cooldown::new(limits.abuse_cooldown, abusive, cooled)) };
-        let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone()))
+        // Turns true at shutdown: listeners stop, Watch streams end.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let watchers = Watchers::new(verifier.clone(), config.watch_heartbeat, stop_rx.clone());
+        let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone(), watchers))
             .max_decoding_message_size(config.max_request_bytes);
         let metrics_task = metrics_listener.map(|l| {
             tracing::info!(addr = %l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()), "serving metrics");
@@ -298,7 +304,6 @@ impl Tokend {
 
         let persister = LastUsedWriter::start(registry.clone(), config.last_used_flush_interval)
             .map_err(|e| ServeError::Thread(e.to_string()))?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let oversize = oversize_is_invalid_argument(config.max_request_bytes);
         let router = |with_admin: bool, with_verify: bool| -> Result<_, ServeError> {
             // TLS is terminated in `conn`, below the server.

@@ -71,6 +71,17 @@ impl Verifier {
         Verifier { index, clock, freshness: Some(freshness) }
     }
 
+    /// The index verified against.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Whether this replica cannot vouch for being current (see
+    /// [`Outcome::Stale`]).
+    pub fn is_stale(&self) -> bool {
+        self.freshness.as_ref().is_some_and(|f| f.is_stale())
+    }
+
     /// Verifies `presented` (a bare token or a `Bearer …` header value) and
     /// checks that it grants every scope in `required`. A valid token's
     /// last-used time is updated.

@@ -490,3 +490,27 @@ async fn a_stale_replica_stays_not_serving_while_it_drains_even_if_it_catches_up
     drop(watch);
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_a_revocation_made_through_another() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let (a, b) = (cluster.replica().await, cluster.replica().await);
+    let t = issue(&mut a.admin().await, "t", "team", &[]).await;
+    sees(&b, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    let mut watcher =
+        b.verifier().await.watch(pb::WatchRequest { resume_token: String::new() }).await.unwrap().into_inner();
+    let first = watcher.message().await.unwrap().unwrap();
+    assert!(first.reset);
+    let id = t.token.as_ref().unwrap().id.clone();
+    let started = Instant::now();
+    a.admin().await.revoke(pb::RevokeRequest { id: id.clone(), reason: "leak".into() }).await.unwrap();
+    let change = loop {
+        let m = tokio::time::timeout(Duration::from_secs(2), watcher.message()).await.unwrap().unwrap().unwrap();
+        if let Some(c) = m.changes.into_iter().find(|c| c.token_id == id) {
+            break c;
+        }
+    };
+    assert_eq!(change.status(), pb::TokenStatus::Revoked);
+    eprintln!("revocation through A reached a watcher on B in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

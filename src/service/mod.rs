@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod convert;
 pub mod verify;
+pub mod watch;
 
 use tonic::Status;
 

@@ -11,7 +11,10 @@ use crate::{
     error::Error,
     metrics::Metrics,
     pb::{self, verify_service_server::VerifyService},
-    service::convert,
+    service::{
+        convert,
+        watch::{WatchStream, Watchers},
+    },
     spec,
     token::TokenHash,
     verify::{Outcome, Verifier},
@@ -21,17 +24,29 @@ use crate::{
 pub struct VerifyApi {
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
+    watchers: Watchers,
 }
 
 impl VerifyApi {
-    /// A VerifyService over `verifier`.
-    pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>) -> VerifyApi {
-        VerifyApi { verifier, metrics }
+    /// A VerifyService over `verifier`, its Watch streams started by
+    /// `watchers`.
+    pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>, watchers: Watchers) -> VerifyApi {
+        VerifyApi { verifier, metrics, watchers }
     }
 }
 
 #[tonic::async_trait]
 impl VerifyService for VerifyApi {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let token = &request.get_ref().resume_token;
+        if token.len() > 64 {
+            return Err(Error::invalid("resume_token", "is not a token this server gave out").into());
+        }
+        Ok(Response::new(self.watchers.start(token)))
+    }
+
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         let started = Instant::now();
         let req = request.get_ref();
