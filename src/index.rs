@@ -268,7 +268,7 @@ impl Index {
     /// later one, changes nothing. Returns how many records were applied.
     pub fn apply(&self, changes: &[Change]) -> usize {
         let mut admin = write(&self.admin);
-        let mut applied = 0;
+        let mut applied = Vec::new();
         for change in changes {
             if let Change::Put(record) = change {
                 let current = admin.by_id.get(&record.id);
@@ -276,13 +276,13 @@ impl Index {
                     continue;
                 }
                 let previous = current.and_then(|e| e.last_used());
-                // Under the write lock: numbered in the order applied.
-                self.changes.push(record);
                 self.insert_locked(&mut admin, record.clone(), previous);
-                applied += 1;
+                applied.push(record);
             }
         }
-        applied
+        // Under the write lock: numbered in the order applied.
+        self.changes.push(applied.iter().copied());
+        applied.len()
     }
 
     /// The numbered changes this index applied (for `Watch`).

@@ -305,23 +305,23 @@ impl Registry {
             let _guard = (!this.store.decides_rules()).then(|| this.lock());
             let mut conflicts = 0;
             loop {
-                match step(&this) {
-                    Err(Error::Store(StoreError::Conflict { id })) if conflicts < MAX_CONFLICTS => {
+                let result = step(&this);
+                // A conflict: another replica wrote the token first. Not found:
+                // issued through another replica a moment ago, before the feed
+                // brought it here. Either way the store has the last word.
+                let behind = match &result {
+                    Err(Error::Store(StoreError::Conflict { id }) | Error::NotFound(id)) => Some(*id),
+                    _ => None,
+                };
+                match behind {
+                    Some(id) if conflicts < MAX_CONFLICTS => {
                         conflicts += 1;
-                        if let Some(fresh) = this.store.fetch(id)? {
-                            this.index.apply(&[Change::Put(fresh)]);
-                        }
+                        match this.store.fetch(id)? {
+                            Some(fresh) => this.index.apply(&[Change::Put(fresh)]),
+                            None => break result,
+                        };
                     }
-                    // Issued through another replica a moment ago, before the
-                    // feed brought it here: the store has the last word.
-                    Err(Error::NotFound(id)) if conflicts < MAX_CONFLICTS => match this.store.fetch(id)? {
-                        Some(fresh) => {
-                            conflicts += 1;
-                            this.index.apply(&[Change::Put(fresh)]);
-                        }
-                        None => break Err(Error::NotFound(id)),
-                    },
-                    other => break other,
+                    _ => break result,
                 }
             }
         })

@@ -78,6 +78,7 @@ impl Verifier {
 
     /// Whether this replica cannot vouch for being current (see
     /// [`Outcome::Stale`]).
+    #[inline]
     pub fn is_stale(&self) -> bool {
         self.freshness.as_ref().is_some_and(|f| f.is_stale())
     }
@@ -87,7 +88,7 @@ impl Verifier {
     /// last-used time is updated.
     #[inline]
     pub fn verify<S: AsRef<str>>(&self, presented: &str, required: &[S]) -> Verdict {
-        if self.freshness.as_ref().is_some_and(|f| f.is_stale()) {
+        if self.is_stale() {
             return Verdict::without_entry(Outcome::Stale);
         }
         let Ok(text) = token::parse(presented) else {

@@ -92,18 +92,24 @@ impl Changes {
         Changes { epoch, ring: Mutex::default(), newest: watch::Sender::new(0) }
     }
 
-    /// Numbers `record`'s change. The caller holds the index's write lock,
-    /// so the numbering is the order of application.
-    pub(crate) fn push(&self, record: &TokenRecord) {
-        let change =
-            TokenChange { id: record.id, revoked: record.revoke_time.is_some(), expire_time: record.expire_time };
+    /// Numbers the changes of one write (a rotation's two records, say),
+    /// all at once, so a watcher reads them together. The caller holds the
+    /// index's write lock, so the numbering is the order of application.
+    pub(crate) fn push<'a>(&self, records: impl IntoIterator<Item = &'a TokenRecord>) {
         let newest = {
             let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            if ring.changes.len() == RING {
-                ring.changes.pop_front();
-                ring.first += 1;
+            let before = ring.last();
+            for record in records {
+                if ring.changes.len() == RING {
+                    ring.changes.pop_front();
+                    ring.first += 1;
+                }
+                let (revoked, expire_time) = (record.revoke_time.is_some(), record.expire_time);
+                ring.changes.push_back(TokenChange { id: record.id, revoked, expire_time });
             }
-            ring.changes.push_back(change);
+            if ring.last() == before {
+                return;
+            }
             ring.last()
         };
         self.newest.send_replace(newest);
@@ -153,8 +159,7 @@ mod tests {
         let changes = Changes::new(7);
         let start = changes.now();
         let (a, b) = (record(&ids), record(&ids));
-        changes.push(&a);
-        changes.push(&b);
+        changes.push([&a, &b]);
         let Read::Changes(read, at) = changes.read(start, 10) else { panic!("reset") };
         assert_eq!(read.iter().map(|c| c.id).collect::<Vec<_>>(), [a.id, b.id]);
         assert_eq!(at, changes.now());
@@ -165,9 +170,7 @@ mod tests {
         assert_eq!(changes.resume("nonsense"), None);
         assert_eq!(Changes::new(8).resume(&start.token()), None, "another process");
         // Past the ring's end, the oldest positions are gone.
-        for _ in 0..RING {
-            changes.push(&a);
-        }
+        changes.push(std::iter::repeat_n(&a, RING));
         assert!(matches!(changes.read(start, 10), Read::Reset(now) if now == changes.now()));
     }
 }

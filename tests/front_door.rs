@@ -59,10 +59,15 @@ async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Option<Duration
 
 /// An HTTP/2 connection of our own (the `h2` crate), so a test knows
 /// whether the server kept *this* connection; tonic's channels reconnect.
-async fn h2_connect(
-    addr: std::net::SocketAddr,
-) -> (SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
+async fn h2_connect(addr: std::net::SocketAddr) -> (SendRequest<Bytes>, H2Connection) {
+    h2_over(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// The task driving an `h2` client connection.
+type H2Connection = tokio::task::JoinHandle<Result<(), h2::Error>>;
+
+/// HTTP/2 over a connection already made (from a chosen address, say).
+async fn h2_over(tcp: TcpStream) -> (SendRequest<Bytes>, H2Connection) {
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     (send, tokio::spawn(connection))
 }
@@ -379,11 +384,7 @@ async fn a_peer_that_keeps_flooding_is_cooled_down_and_its_neighbours_are_not() 
     let mut flood = client_start();
     flood.extend(rapid_reset_burst(1, 1_000));
     // A connection from the attacker made before the floods keeps being served.
-    let (early, _connection) = {
-        let tcp = connect_from(ATTACKER, server.addr).await.unwrap();
-        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-        (send, tokio::spawn(connection))
-    };
+    let (early, _connection) = h2_over(connect_from(ATTACKER, server.addr).await.unwrap()).await;
     assert_eq!(health_check(&early).await.unwrap(), "0");
     for strike in 0..tokend::conn::abuse::STRIKES {
         let mut attacker = connect_from(ATTACKER, server.addr).await.unwrap();
@@ -407,8 +408,7 @@ async fn a_peer_that_keeps_flooding_is_cooled_down_and_its_neighbours_are_not() 
         .await
         .expect("the peer is let in after its cooldown")
         .unwrap();
-    let (again, _connection) = h2::client::handshake(tcp).await.unwrap();
-    let _connection = tokio::spawn(_connection);
+    let (again, _connection) = h2_over(tcp).await;
     assert_eq!(health_check(&again).await.unwrap(), "0");
 
     // With the cooldown off, the same floods are answered, never refused.

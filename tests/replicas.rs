@@ -283,9 +283,19 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
     let proxy = Proxy::start(format!("127.0.0.1:{}", cluster.pg.port).parse().unwrap()).await;
     let via_proxy = cluster.url.replace(&format!(":{}/", cluster.pg.port), &format!(":{}/", proxy.addr.port()));
     let max_staleness = Duration::from_secs(2);
-    let c = cluster.replica_at(&via_proxy, |_, o| o.max_staleness = max_staleness).await;
+    let heartbeat = Duration::from_millis(200);
+    let c = cluster
+        .replica_at(&via_proxy, |config, o| {
+            o.max_staleness = max_staleness;
+            config.watch_heartbeat = heartbeat;
+        })
+        .await;
     let t = issue(&mut a.admin().await, "t", "o", &[]).await;
     sees(&c, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    // A sibling's cache, fed by C.
+    let mut watcher =
+        c.verifier().await.watch(pb::WatchRequest { resume_token: String::new() }).await.unwrap().into_inner();
+    watcher.message().await.unwrap().unwrap();
 
     proxy.forward(false);
     let cut = Instant::now();
@@ -314,6 +324,12 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("stale"), "{}", err.message());
     assert!(cut.elapsed() <= max_staleness + Duration::from_secs(2) + Duration::from_millis(500));
+    // Stale, C sends no heartbeats: a cache fed by it goes stale as well and
+    // falls back to Verify, which fails closed. (A heartbeat already on its
+    // way when C went stale is let through, as are those it sent before.)
+    while tokio::time::timeout(Duration::from_millis(50), watcher.message()).await.is_ok() {}
+    let next = tokio::time::timeout(heartbeat * 5, watcher.message()).await;
+    assert!(next.is_err(), "a stale replica kept sending heartbeats: {next:?}");
 
     proxy.forward(true);
     let healed = Instant::now();
@@ -327,6 +343,8 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
     })
     .await;
     assert!(back.is_some(), "SERVING again by itself");
+    let resumed = tokio::time::timeout(Duration::from_secs(2), watcher.message()).await;
+    assert!(matches!(resumed, Ok(Ok(Some(_)))), "heartbeats or changes again once current: {resumed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

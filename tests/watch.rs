@@ -54,7 +54,8 @@ async fn the_first_message_comes_at_once_with_a_reset_then_heartbeats_hold_the_p
         assert_eq!(beat.resume_token, first.resume_token, "no change, same position");
     }
     // A position this server never gave out is a reset too.
-    for unknown in ["nonsense", "00000000000000000000000000000000"] {
+    let long = "z".repeat(10_000);
+    for unknown in ["nonsense", "00000000000000000000000000000000", long.as_str()] {
         let m = next(&mut watch(&server, unknown).await, Duration::from_millis(100)).await;
         assert!(m.reset, "{unknown}");
     }
@@ -161,4 +162,35 @@ async fn shutdown_ends_open_watch_streams_at_once() {
         .await;
         assert!(end.is_ok(), "the stream did not end");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_dropped_not_buffered_for() {
+    let heartbeat = Duration::from_millis(50);
+    let server = TestServer::start_with(|c| c.watch_heartbeat = heartbeat).await;
+    // A 1 KiB stream window: some 20 heartbeats fill it, then the server's
+    // queue fills, then the watcher counts as not reading.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::verify_service_client::VerifyServiceClient::new(channel);
+    let mut stream = client.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    next(&mut stream, Duration::from_millis(100)).await;
+    // Not reading: window (~1 s of heartbeats) + queue + 10 intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What was sent before the drop is still delivered, then the stream
+    // ends; a watcher kept alive would get heartbeats for ever.
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut delivered = 0;
+        while let Ok(Some(_)) = stream.message().await {
+            delivered += 1;
+        }
+        delivered
+    })
+    .await
+    .expect("the stream of a watcher that stopped reading was not ended");
+    assert!(ended < 60, "{ended} messages were buffered for a watcher that did not read");
 }

@@ -132,47 +132,39 @@ impl Metrics {
         let verify_family = Family::<Labels, Counter>::default();
         let verify = OUTCOMES.map(|o| verify_family.get_or_create(&vec![("result", outcome_name(o))]).clone());
         registry.register("tokend_verify", "Verify calls by result", verify_family);
-        let admin = Family::<Labels, Counter>::default();
-        registry.register("tokend_admin_requests", "Admin calls by RPC and gRPC status code", admin.clone());
+        let admin = registered(&mut registry, "tokend_admin_requests", "Admin calls by RPC and gRPC status code");
         let latency_family = Family::<Labels, AtomicHistogram>::default();
         let latency = Rpc::ALL.map(|r| latency_family.get_or_create(&vec![("rpc", r.name())]).clone());
         registry.register("tokend_request_duration_seconds", "Handler latency per RPC", latency_family);
-        let tokens = Family::<Labels, Gauge>::default();
-        registry.register("tokend_tokens", "Tokens by status, at scrape time", tokens.clone());
-        let flush = AtomicHistogram::default();
-        registry.register("tokend_store_flush_duration_seconds", "Latency of each shared store flush", flush.clone());
+        let tokens = registered(&mut registry, "tokend_tokens", "Tokens by status, at scrape time");
+        let flush =
+            registered(&mut registry, "tokend_store_flush_duration_seconds", "Latency of each shared store flush");
         registry.register("tokend_build", "Build information", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
-        let staleness = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
+        let staleness = registered(
+            &mut registry,
             "tokend_feed_staleness_seconds",
             "Time since the change feed last confirmed this replica is current (shared store only)",
-            staleness.clone(),
         );
-        let feed_applied = Counter::default();
-        registry.register(
+        let feed_applied = registered(
+            &mut registry,
             "tokend_feed_changes_applied",
             "Records applied from the change feed (shared store only)",
-            feed_applied.clone(),
         );
-        let connections = Gauge::default();
-        registry.register("tokend_connections", "Connections open on the gRPC ports", connections.clone());
-        let connections_refused = Counter::default();
-        registry.register(
+        let connections = registered(&mut registry, "tokend_connections", "Connections open on the gRPC ports");
+        let connections_refused = registered(
+            &mut registry,
             "tokend_connections_refused",
             "Connections closed at once because --max-connections were open",
-            connections_refused.clone(),
         );
-        let abusive = Counter::default();
-        registry.register(
+        let abusive = registered(
+            &mut registry,
             "tokend_connections_abusive",
             "Connections the HTTP/2 layer closed with GOAWAY ENHANCE_YOUR_CALM (floods)",
-            abusive.clone(),
         );
-        let cooled = Counter::default();
-        registry.register(
+        let cooled = registered(
+            &mut registry,
             "tokend_connections_cooled_down",
             "New connections closed at accept because their peer was cooling down (--abuse-cooldown; SYNs the socket filter dropped are not counted)",
-            cooled.clone(),
         );
         Metrics {
             registry,
@@ -243,6 +235,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// A new metric of type `M`, registered under `name`; the handle kept.
+fn registered<M: prometheus_client::registry::Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn code_name(code: tonic::Code) -> &'static str {

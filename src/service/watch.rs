@@ -5,7 +5,8 @@
 //! The task waits on a signal from the index, so a change is on its way
 //! within microseconds of being applied. What is buffered per watcher is
 //! bounded: a few messages in the channel, and the ring itself; a watcher
-//! that does not read for [`SLOW_WATCHER`] is dropped, and one that falls
+//! that leaves a message unread for [`SLOW_HEARTBEATS`] heartbeat intervals
+//! is dropped, and one that falls
 //! further behind than the ring is told to reset. At shutdown every stream
 //! ends at once, so watchers never hold up the drain. A stale replica sends
 //! no heartbeats: its watchers' caches then go stale too, and fall back to
@@ -31,8 +32,9 @@ use crate::{
 const BATCH: usize = 1_000;
 /// Messages queued per watcher before it counts as not reading.
 const QUEUE: usize = 8;
-/// How long a watcher may leave a message unread before it is dropped.
-pub const SLOW_WATCHER: Duration = Duration::from_secs(10);
+/// How many heartbeat intervals a watcher may leave a message unread before
+/// it is dropped (10 s at the default heartbeat).
+pub const SLOW_HEARTBEATS: u32 = 10;
 
 /// The stream a Watch call answers with.
 pub type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
@@ -124,7 +126,8 @@ impl Task {
     async fn send(&self, at: Position, reset: bool, changes: &[TokenChange]) -> bool {
         let message =
             pb::WatchResponse { resume_token: at.token(), reset, changes: changes.iter().map(change).collect() };
-        matches!(tokio::time::timeout(SLOW_WATCHER, self.tx.send(Ok(message))).await, Ok(Ok(())))
+        let patience = self.heartbeat * SLOW_HEARTBEATS;
+        matches!(tokio::time::timeout(patience, self.tx.send(Ok(message))).await, Ok(Ok(())))
     }
 }
 

@@ -127,9 +127,10 @@ fn tls_config(verify: Verify, root_file: Option<&str>) -> Result<rustls::ClientC
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = match (verify, root_file) {
-        (Verify::Nothing, _) | (_, None) => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
-        }
+        (Verify::Nothing, _) | (_, None) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { provider, chain: None }))
+            .with_no_client_auth(),
         (verify, Some(file)) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(file).map_err(|e| format!("sslrootcert {file}: {e}"))? {
@@ -140,64 +141,30 @@ fn tls_config(verify: Verify, root_file: Option<&str>) -> Result<rustls::ClientC
             if roots.is_empty() {
                 return Err(format!("sslrootcert {file}: no certificate in the file"));
             }
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| format!("sslrootcert {file}: {e}"))?;
             let verifier: Arc<dyn ServerCertVerifier> =
-                if verify == Verify::Full { webpki } else { Arc::new(ChainOnly(webpki)) };
+                if verify == Verify::Full { webpki } else { Arc::new(Lenient { provider, chain: Some(webpki) }) };
             builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
         }
     };
     Ok(config)
 }
 
-/// libpq's `sslmode=require` without a root certificate: the connection is
-/// encrypted, the server is not authenticated. Signatures are still checked,
-/// so the session is bound to the certificate the server presented.
+/// libpq's lenient modes: `sslmode=require` without a root certificate
+/// (`chain: None`: the connection is encrypted, the server not
+/// authenticated) and `sslmode=verify-ca` (the chain must lead to a trusted
+/// root; the name in the certificate is not compared with the host).
+/// Signatures are checked either way, so the session is bound to the
+/// certificate the server presented.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
-/// libpq's `sslmode=verify-ca`: the chain must lead to a trusted root; the
-/// name in the certificate is not compared with the host.
-#[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -207,7 +174,8 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
             }
@@ -221,7 +189,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -230,11 +198,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
