@@ -31,6 +31,7 @@
 //! Every loop is bounded by a deadline; all traffic stays on 127.0.0.1 (and
 //! the database named by `--store`).
 
+mod cached;
 mod flood;
 mod postgres;
 
@@ -79,6 +80,9 @@ pub enum Mode {
     /// Verify while idle connections and a rapid-reset attacker flood the
     /// port.
     Flood,
+    /// The sibling-side cache (`tokend-client`): in-process checks,
+    /// revoke → reject, and the tower layer's overhead.
+    Cached,
 }
 
 /// Flags of `tokend bench`.
@@ -134,7 +138,16 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
     // The tail phase uses every token; the others a sample of about 100.
     let sample_every = (args.tokens / 10_000).max(1);
     let tail = matches!(args.mode, Mode::All | Mode::Tail);
-    let secrets = seed::store(&dir, args.tokens, if tail { 1 } else { sample_every }, Clock::System.now())?;
+    // The cached phase holds 100,000 of them (or all, if fewer).
+    let cached_every = (args.tokens / 100_000).max(1);
+    let keep_every = if tail {
+        1
+    } else if args.mode == Mode::Cached {
+        cached_every
+    } else {
+        sample_every
+    };
+    let secrets = seed::store(&dir, args.tokens, keep_every, Clock::System.now())?;
     println!(
         "tokend bench: {} tokens seeded in {:.1?} ({} cores)",
         args.tokens,
@@ -157,7 +170,12 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         in_process(args, &dir, &admin, sample, Phases::Flood)?;
     }
     if tail {
-        in_process(args, &dir, &admin, valid, Phases::Tail)?;
+        in_process(args, &dir, &admin, valid.clone(), Phases::Tail)?;
+    }
+    // Last: it revokes some of the tokens.
+    if matches!(args.mode, Mode::All | Mode::Cached) {
+        let sample = valid.iter().step_by(if tail { cached_every } else { 1 }).cloned().collect();
+        in_process(args, &dir, &admin, sample, Phases::Cached)?;
     }
     Ok(())
 }
@@ -235,6 +253,8 @@ enum Phases {
     Tail,
     /// Verify under a connection flood.
     Flood,
+    /// The sibling-side cache.
+    Cached,
 }
 
 /// Runs a server in this process (its own runtime, as a separate process
@@ -267,6 +287,9 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
         if phases == Phases::Flood {
             return flood::flood(&channel, &valid, addr, seconds, args.flood_idle).await;
         }
+        if phases == Phases::Cached {
+            return cached::run(&channel, addr, &valid, admin, seconds).await;
+        }
         if matches!(args.mode, Mode::All | Mode::Verify) {
             verify_vs_check(&channel, &valid, seconds).await?;
             verify_under_writes(&channel, &valid, admin, seconds).await?;
@@ -286,6 +309,8 @@ fn in_process(args: &BenchArgs, dir: &Path, admin: &str, valid: Vec<String>, pha
 enum Call {
     Verify(VerifyServiceClient<Channel>, Arc<Vec<String>>),
     Check(HealthClient<Channel>),
+    /// Health/Check with an `authorization` header (for a guarded service).
+    CheckWith(HealthClient<Channel>, tonic::metadata::AsciiMetadataValue),
 }
 
 impl Call {
@@ -303,6 +328,11 @@ impl Call {
             }
             Call::Check(client) => {
                 client.check(HealthCheckRequest { service: String::new() }).await?;
+            }
+            Call::CheckWith(client, authorization) => {
+                let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+                request.metadata_mut().insert("authorization", authorization.clone());
+                client.check(request).await?;
             }
         }
         Ok(())

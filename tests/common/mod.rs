@@ -73,9 +73,15 @@ impl TestServer {
 
     /// Starts a server on an existing data dir (a restart).
     pub async fn start_in(dir: Arc<TempDir>, config: Config, admin_token: String) -> TestServer {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), dir, config, admin_token).await
+    }
+
+    /// Starts a server whose gRPC port is `addr` (a restart where clients
+    /// expect it).
+    pub async fn start_on(addr: SocketAddr, dir: Arc<TempDir>, config: Config, admin_token: String) -> TestServer {
         let clock = config.clock.clone();
         let tokend = Tokend::open(config).await.expect("tokend starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, metrics_addr) = (listener.local_addr().unwrap(), metrics.local_addr().unwrap());

@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -19,6 +19,8 @@ use tokio::{
 pub struct Proxy {
     pub addr: SocketAddr,
     forwarding: Arc<AtomicBool>,
+    /// Bumped to close every open connection.
+    generation: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,21 +31,30 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let forwarding = Arc::new(AtomicBool::new(true));
         let flag = forwarding.clone();
+        let generation = Arc::new(AtomicU64::new(0));
+        let current = generation.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else { continue };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, flag.clone()));
-                tokio::spawn(pipe(sr, cw, flag.clone()));
+                let born = current.load(Ordering::SeqCst);
+                tokio::spawn(pipe(cr, sw, flag.clone(), current.clone(), born));
+                tokio::spawn(pipe(sr, cw, flag.clone(), current.clone(), born));
             }
         });
-        Proxy { addr, forwarding, task }
+        Proxy { addr, forwarding, generation, task }
     }
 
     /// Stops (false) or resumes (true) forwarding, on every connection.
     pub fn forward(&self, on: bool) {
         self.forwarding.store(on, Ordering::SeqCst);
+    }
+
+    /// Closes every connection open now (within ~20 ms); new ones are
+    /// forwarded as before.
+    pub fn sever(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -57,9 +68,14 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     forwarding: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    born: u64,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        if generation.load(Ordering::SeqCst) != born {
+            return;
+        }
         if !forwarding.load(Ordering::SeqCst) {
             // Neither read nor close: bytes wait in the kernel's buffers.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -70,7 +86,12 @@ async fn pipe(
             Err(_) => continue,
             Ok(Ok(0) | Err(_)) => return,
             Ok(Ok(n)) => {
-                if to.write_all(&buf[..n]).await.is_err() {
+                // Bytes read just before a pause wait for the resume, and
+                // die with a severed connection.
+                while !forwarding.load(Ordering::SeqCst) && generation.load(Ordering::SeqCst) == born {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if generation.load(Ordering::SeqCst) != born || to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
             }
