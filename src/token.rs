@@ -38,9 +38,10 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 /// blake3 `derive_key` context. Changing it orphans every stored hash.
 const HASH_CONTEXT: &str = "tokend 2026-11-22 api token hash v1";
 
-/// A hasher already keyed with [`HASH_CONTEXT`]: `derive_key` would hash the
-/// context again on every call; cloning the keyed state skips that.
-static KEYED_HASHER: LazyLock<blake3::Hasher> = LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
+/// The context's key, hashed once: `derive_key` would hash the context
+/// again on every call, and cloning a keyed `Hasher` copies its ~1.9 KB
+/// state, where a fresh one from the key initialises only a few words.
+static CONTEXT_KEY: LazyLock<[u8; 32]> = LazyLock::new(|| blake3::hazmat::hash_derive_key_context(HASH_CONTEXT));
 
 /// Why a presented string is not a token. Deliberately coarse: callers only
 /// learn "malformed"; the detail is for tests and debugging.
@@ -228,7 +229,7 @@ pub fn parse_bare(token: &str) -> Result<(), Malformed> {
 
 /// blake3 (`derive_key` mode) of a token's full text.
 pub fn hash_token(token: &str) -> TokenHash {
-    let mut hasher = KEYED_HASHER.clone();
+    let mut hasher = <blake3::Hasher as blake3::hazmat::HasherExt>::new_from_context_key(&CONTEXT_KEY);
     hasher.update(token.as_bytes());
     TokenHash(*hasher.finalize().as_bytes())
 }

@@ -26,8 +26,10 @@ const MAX_SCOPE_BYTES: usize = 128;
 /// tokend's blake3 `derive_key` context (see `RecordUseRequest` in the proto).
 const HASH_CONTEXT: &str = "tokend 2026-11-22 api token hash v1";
 
-/// Keyed once: `derive_key` would hash the context again on every call.
-static KEYED_HASHER: LazyLock<blake3::Hasher> = LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
+/// The context's key, hashed once: `derive_key` would hash the context
+/// again on every call, and cloning a keyed `Hasher` copies its ~1.9 KB
+/// state, where a fresh one from the key initialises only a few words.
+static CONTEXT_KEY: LazyLock<[u8; 32]> = LazyLock::new(|| blake3::hazmat::hash_derive_key_context(HASH_CONTEXT));
 
 /// A token's identity: what tokend stores, what the cache is keyed by and
 /// what `RecordUse` reports.
@@ -111,7 +113,7 @@ fn base62_value(c: u8) -> u8 {
 
 /// The blake3 hash tokend identifies `token` by.
 pub(crate) fn hash(token: &str) -> TokenHash {
-    let mut hasher = KEYED_HASHER.clone();
+    let mut hasher = <blake3::Hasher as blake3::hazmat::HasherExt>::new_from_context_key(&CONTEXT_KEY);
     hasher.update(token.as_bytes());
     TokenHash(*hasher.finalize().as_bytes())
 }

@@ -168,7 +168,7 @@ impl CachedVerifier {
     pub async fn verify(&self, request: VerifyRequest) -> Result<VerifyResponse, Status> {
         match self.inner.local(&request.token, &request.required_scopes)? {
             Local::Answer(answer) => Ok(VerifyResponse::clone(&answer)),
-            Local::Miss(hash) => self.inner.remote(request, hash).await.map(Arc::unwrap_or_clone),
+            Local::Miss(hash) => Box::pin(self.inner.remote(request, hash)).await.map(Arc::unwrap_or_clone),
         }
     }
 
@@ -193,7 +193,9 @@ impl CachedVerifier {
                     token: presented.to_owned(),
                     required_scopes: required_scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
                 };
-                self.inner.remote(request, hash).await
+                // Boxed: the RPC's future is kilobytes, and a hit should not
+                // pay for moving it around.
+                Box::pin(self.inner.remote(request, hash)).await
             }
         }
     }
