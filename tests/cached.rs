@@ -431,3 +431,20 @@ async fn the_layer_guards_a_plain_http_service() {
     assert_eq!(forbidden.status(), http::StatusCode::FORBIDDEN);
     assert!(forbidden.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_fails_clearly_and_the_verifier_is_shareable() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<CachedVerifier>();
+    shareable::<RequireToken>();
+
+    let err = CachedVerifier::connect("not a uri at all").await.err().expect("refused");
+    assert!(matches!(err, client::Error::Endpoint { .. }), "{err}");
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let options = CacheOptions { connect_timeout: Duration::from_secs(2), ..options() };
+    let err = CachedVerifier::connect_with(&endpoint(closed), options).await.err().expect("unreachable");
+    let text = err.to_string();
+    assert!(matches!(err, client::Error::Connect { .. }) && text.contains(&closed.to_string()), "{text}");
+    let _: &dyn std::error::Error = &err;
+}
