@@ -15,13 +15,14 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
     ops::Bound,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
 };
+
+use tokend_client::format::PassThroughBuilder;
 
 use crate::{
     change::Change,
@@ -66,27 +67,7 @@ impl Entry {
     }
 }
 
-type HotMap = HashMap<TokenHash, Arc<Entry>, BuildHasherDefault<PassThrough>>;
-
-/// A hasher for keys that are already uniformly random (see `TokenHash`'s
-/// `Hash`): it keeps the one `u64` it is given.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by TokenHash; fold anything else in rather than ignore it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
+type HotMap = HashMap<TokenHash, Arc<Entry>, PassThroughBuilder>;
 
 #[derive(Default)]
 struct AdminView {

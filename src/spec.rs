@@ -9,10 +9,9 @@ use crate::{error::Error, record::Labels};
 
 /// Longest name or owner, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
-/// Most scopes on one token.
-pub const MAX_SCOPES: usize = 64;
-/// Longest scope, in bytes.
-pub const MAX_SCOPE_BYTES: usize = 128;
+/// Most scopes on one token, and longest scope: the rules a sibling's cache
+/// applies too, so they live with the token format.
+pub use tokend_client::format::{MAX_SCOPE_BYTES, MAX_SCOPES};
 /// Most labels on one token.
 pub const MAX_LABELS: usize = 64;
 /// Longest label key, in bytes.
@@ -90,10 +89,11 @@ pub fn check_reason(reason: &str) -> Result<(), Error> {
 
 /// Checks a scope given to Verify or Issue: `[A-Za-z0-9._:/-]{1,128}`.
 pub fn check_scope(field: &str, scope: &str) -> Result<(), Error> {
-    let ok = !scope.is_empty()
-        && scope.len() <= MAX_SCOPE_BYTES
-        && scope.bytes().all(|c| c.is_ascii_alphanumeric() || b"._:/-".contains(&c));
-    if ok { Ok(()) } else { Err(Error::invalid(field, "must match [A-Za-z0-9._:/-]{1,128}")) }
+    if tokend_client::format::is_scope(scope) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "must match [A-Za-z0-9._:/-]{1,128}"))
+    }
 }
 
 fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Error> {

@@ -17,75 +17,22 @@
 //! token. A secret lives in a [`Secret`], which never prints itself and is
 //! zeroed when dropped.
 
-use std::{fmt, sync::LazyLock};
+use std::fmt;
 
 use rand::{TryRngCore, rngs::OsRng};
 use zeroize::Zeroizing;
 
-/// Base62 characters of the random body.
-pub const BODY_LEN: usize = 43;
-/// Base62 characters of the checksum.
-pub const CHECKSUM_LEN: usize = 6;
-/// Longest accepted prefix.
-pub const MAX_PREFIX_LEN: usize = 16;
-/// Longest accepted token; anything longer is malformed without further work.
-pub const MAX_TOKEN_LEN: usize = MAX_PREFIX_LEN + 1 + BODY_LEN + CHECKSUM_LEN;
+// The format and its parsing live in the client crate, so that a sibling's
+// cache judges a presented token exactly as Verify does.
+pub use tokend_client::format::{
+    BODY_LEN, CHECKSUM_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN, Malformed, TokenHash, hash as hash_token, parse, parse_bare,
+    validate_prefix,
+};
+
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "tk";
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// blake3 `derive_key` context. Changing it orphans every stored hash.
-const HASH_CONTEXT: &str = "tokend 2026-11-22 api token hash v1";
-
-/// The context's key, hashed once: `derive_key` would hash the context
-/// again on every call, and cloning a keyed `Hasher` copies its ~1.9 KB
-/// state, where a fresh one from the key initialises only a few words.
-static CONTEXT_KEY: LazyLock<[u8; 32]> = LazyLock::new(|| blake3::hazmat::hash_derive_key_context(HASH_CONTEXT));
-
-/// Why a presented string is not a token. Deliberately coarse: callers only
-/// learn "malformed"; the detail is for tests and debugging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
-    /// Empty, too long, or not `<prefix>_<body><checksum>`.
-    #[error("not shaped like a token")]
-    Shape,
-    /// The prefix is not 1–16 of `[a-z0-9]` starting with a letter.
-    #[error("invalid token prefix")]
-    Prefix,
-    /// A character outside base62 in the body or checksum.
-    #[error("invalid character in token")]
-    Alphabet,
-    /// The checksum does not match.
-    #[error("token checksum mismatch")]
-    Checksum,
-}
-
-/// The stored identity of a token: blake3 (derive_key) of the whole token.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokenHash(pub [u8; 32]);
-
-impl std::hash::Hash for TokenHash {
-    /// blake3 output is already uniformly distributed, so eight of its bytes
-    /// are as good a hash as any hasher would make of all 32 (the index uses
-    /// a pass-through hasher; equality still compares all 32 bytes).
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(word));
-    }
-}
-
-impl fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A hash is not a secret, but eight bytes are enough to tell two apart.
-        write!(f, "TokenHash(")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
-    }
-}
 
 /// A full token (`<prefix>_<body><checksum>`). Its `Debug` and `Display` are
 /// redacted; only [`Secret::expose`] gives the text, and the memory is zeroed
@@ -168,72 +115,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Checks a token prefix: 1–16 of `[a-z0-9]`, starting with a letter.
-pub fn validate_prefix(prefix: &str) -> Result<(), Malformed> {
-    let b = prefix.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= MAX_PREFIX_LEN
-        && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if ok { Ok(()) } else { Err(Malformed::Prefix) }
-}
-
-/// Parses a presented credential: a bare token or an HTTP header value
-/// `Bearer <token>` / `access_token <token>` (scheme case-insensitive,
-/// surrounding whitespace ignored). Returns the token text, checksum verified.
-///
-/// This is on the Verify hot path: it does not allocate.
-pub fn parse(presented: &str) -> Result<&str, Malformed> {
-    let trimmed = presented.trim();
-    let token = match trimmed.split_once(|c: char| c.is_ascii_whitespace()) {
-        None => trimmed,
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("access_token") =>
-        {
-            rest.trim_start()
-        }
-        Some(_) => return Err(Malformed::Shape),
-    };
-    parse_bare(token)?;
-    Ok(token)
-}
-
-/// Parses a bare token: shape, prefix, alphabet and checksum.
-pub fn parse_bare(token: &str) -> Result<(), Malformed> {
-    let bytes = token.as_bytes();
-    let fixed = BODY_LEN + CHECKSUM_LEN;
-    if bytes.len() < fixed + 2 || bytes.len() > MAX_TOKEN_LEN {
-        return Err(Malformed::Shape);
-    }
-    let split = bytes.len() - fixed - 1;
-    if bytes[split] != b'_' {
-        return Err(Malformed::Shape);
-    }
-    // Safe to slice: the byte at `split` is ASCII, so both sides are on char
-    // boundaries.
-    validate_prefix(&token[..split])?;
-    let tail = &bytes[split + 1..];
-    if !tail.iter().all(u8::is_ascii_alphanumeric) {
-        return Err(Malformed::Alphabet);
-    }
-    let (signed, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    let mut presented = 0u64;
-    for &c in checksum {
-        presented = presented * 62 + u64::from(base62_value(c));
-    }
-    if presented != u64::from(crc32fast::hash(signed)) {
-        return Err(Malformed::Checksum);
-    }
-    Ok(())
-}
-
-/// blake3 (`derive_key` mode) of a token's full text.
-pub fn hash_token(token: &str) -> TokenHash {
-    let mut hasher = <blake3::Hasher as blake3::hazmat::HasherExt>::new_from_context_key(&CONTEXT_KEY);
-    hasher.update(token.as_bytes());
-    TokenHash(*hasher.finalize().as_bytes())
-}
-
 /// The masked hint of a well-formed token: prefix, the first four characters
 /// of the body and the last four of the token (`tk_4fQz…x9Ab`). Eight
 /// characters of a 49-character tail: enough to tell tokens apart, far too
@@ -243,14 +124,6 @@ pub fn hint(token: &str) -> String {
     let head = &token[..split + 4];
     let tail = &token[token.len() - 4..];
     format!("{head}…{tail}")
-}
-
-fn base62_value(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'A'..=b'Z' => c - b'A' + 10,
-        _ => c - b'a' + 36,
-    }
 }
 
 /// Appends the 256-bit big-endian number in `n` as exactly [`BODY_LEN`] base62

@@ -124,12 +124,18 @@ async fn hits_answer_what_the_rpc_answers() {
     assert_eq!(verifier.stats().misses, before + 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_is_rejected_by_the_cache_within_100_ms() {
+/// A server with one token issued, and a cached verifier on it.
+async fn one_token() -> (TestServer, AdminClient, pb::IssueResponse, CachedVerifier) {
     let server = heartbeat_server(|_| {}).await;
     let mut admin = server.admin().await;
     let issued = issue(&mut admin, "svc", "team", &[]).await;
     let verifier = cached(server.addr, options()).await;
+    (server, admin, issued, verifier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_rejected_by_the_cache_within_100_ms() {
+    let (_server, mut admin, issued, verifier) = one_token().await;
     for _ in 0..3 {
         assert!(verifier.check(&issued.secret, &[]).await.unwrap().valid);
     }
@@ -145,10 +151,7 @@ async fn a_revocation_is_rejected_by_the_cache_within_100_ms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotations_grace_expiry_is_pushed_and_kept() {
-    let server = heartbeat_server(|_| {}).await;
-    let mut admin = server.admin().await;
-    let issued = issue(&mut admin, "svc", "team", &[]).await;
-    let verifier = cached(server.addr, options()).await;
+    let (_server, mut admin, issued, verifier) = one_token().await;
     let cached_answer = verifier.check(&issued.secret, &[]).await.unwrap();
     assert!(cached_answer.valid && cached_answer.expire_time.is_none());
 
@@ -261,6 +264,14 @@ async fn with_tokend_gone_the_cache_is_bypassed_after_max_staleness() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let err = verifier.verify(client::VerifyRequest { token: issued.secret.clone(), ..Default::default() }).await;
     assert_eq!(err.unwrap_err().code(), Code::Unavailable);
+    // The layer fails closed too.
+    let handler = tower::service_fn(async |_: http::Request<String>| {
+        Ok::<_, std::convert::Infallible>(http::Response::new("served".to_owned()))
+    });
+    let guarded = tower::Layer::layer(&RequireToken::new(verifier.clone(), Vec::<String>::new()), handler);
+    let request = http::Request::builder().header("authorization", format!("Bearer {}", issued.secret));
+    let response = tower::ServiceExt::oneshot(guarded, request.body(String::new()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     assert!(verifier.stats().staleness.unwrap() > max_staleness);
 }
 

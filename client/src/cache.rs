@@ -26,8 +26,8 @@ use std::{
 use quick_cache::{Lifecycle, UnitWeighter};
 
 use crate::{
+    format::{PassThroughBuilder, TokenHash},
     pb::{VerifyResponse, VerifyResult, WatchResponse},
-    presented::{PassThroughBuilder, TokenHash},
 };
 
 /// Changes remembered for the race check. A miss whose RPC outlasts this
@@ -60,7 +60,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(valid: VerifyResponse, expires: u64, now: u64) -> Entry {
+    pub(crate) fn new(valid: VerifyResponse, expires: u64, now: u64) -> Entry {
         let mut scopes = [0u8; INLINE_SCOPES];
         let joined = valid.scopes.join(" ");
         let scopes_len = if joined.len() <= INLINE_SCOPES {

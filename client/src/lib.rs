@@ -13,7 +13,8 @@
 //!   service with it.
 //! * [`pb`] holds the generated types and stubs (re-exported at the root).
 //!
-//! Layout: `presented` (the token format, hashing, scope rules), `cache`
+//! Layout: [`format`] (the token format, hashing and scope rules, shared
+//! with tokend itself), `cache`
 //! (the bounded cache and the race rule), `watch` (following the stream),
 //! `usage` (RecordUse batches), `verifier` (the public API), `layer`.
 
@@ -28,8 +29,8 @@ pub mod pb {
 
 mod cache;
 mod error;
+pub mod format;
 mod layer;
-mod presented;
 mod usage;
 mod verifier;
 mod watch;

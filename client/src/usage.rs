@@ -15,8 +15,8 @@ use tonic::transport::Channel;
 
 use crate::{
     cache::Entry,
+    format::TokenHash,
     pb::{RecordUseRequest, verify_service_client::VerifyServiceClient},
-    presented::TokenHash,
 };
 
 /// Most hashes one RecordUse call carries (tokend's limit).
@@ -79,5 +79,41 @@ impl Usage {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::VerifyResponse;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_token_is_noted_at_most_once_per_interval() {
+        let usage = Usage::new(Duration::from_secs(5), 10);
+        // Cached at tick 0: tokend's own Verify saw that use.
+        let entry = Entry::new(VerifyResponse::default(), u64::MAX, 0);
+        let hash = TokenHash([7; 32]);
+        for now in [SECOND, 4 * SECOND] {
+            usage.note(hash, &entry, now);
+        }
+        assert!(usage.take().is_empty(), "tokend heard of it within the interval");
+        for now in [5 * SECOND, 6 * SECOND, 9 * SECOND, 10 * SECOND] {
+            usage.note(hash, &entry, now);
+        }
+        assert_eq!(usage.take().len(), 2, "once at 5 s, once at 10 s");
+    }
+
+    #[test]
+    fn notes_are_bounded_and_an_interval_of_zero_reports_nothing() {
+        let usage = Usage::new(Duration::from_secs(1), 3);
+        for n in 0..10u8 {
+            usage.note(TokenHash([n; 32]), &Entry::new(VerifyResponse::default(), u64::MAX, 0), 2 * SECOND);
+        }
+        assert_eq!(usage.take().len(), 3);
+        let off = Usage::new(Duration::ZERO, 3);
+        off.note(TokenHash([1; 32]), &Entry::new(VerifyResponse::default(), u64::MAX, 0), 100 * SECOND);
+        assert!(off.take().is_empty());
     }
 }

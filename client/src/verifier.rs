@@ -15,8 +15,8 @@ use tonic::{
 use crate::{
     Error,
     cache::Cache,
+    format::{self, TokenHash},
     pb::{VerifyRequest, VerifyResponse, VerifyResult, verify_service_client::VerifyServiceClient},
-    presented::{self, TokenHash},
     usage::Usage,
     watch,
 };
@@ -211,15 +211,15 @@ impl Inner {
     /// The answer from memory, if the cache may give one.
     #[inline]
     fn local<S: AsRef<str>>(&self, presented: &str, required: &[S]) -> Result<Local, Status> {
-        presented::check_required_scopes(required)?;
+        format::check_required_scopes(required)?;
         let now = self.cache.now();
         if !self.cache.is_fresh(now) {
             return Ok(Local::Miss(None));
         }
-        let Some(token) = presented::parse(presented) else {
+        let Ok(token) = format::parse(presented) else {
             return Ok(Local::Answer(MALFORMED.clone()));
         };
-        let hash = presented::hash(token);
+        let hash = format::hash(token);
         let Some(entry) = self.cache.get(&hash, now) else {
             return Ok(Local::Miss(Some(hash)));
         };

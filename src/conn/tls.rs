@@ -45,15 +45,7 @@ pub fn acceptor(cert: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> Result<Tls
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for ca in CertificateDer::pem_slice_iter(pem) {
-                roots
-                    .add(ca.map_err(|e| TlsError::ClientCa(e.to_string()))?)
-                    .map_err(|e| TlsError::ClientCa(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::ClientCa("the file holds no CERTIFICATE block".into()));
-            }
+            let roots = root_store(pem).map_err(TlsError::ClientCa)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::ClientCa(e.to_string()))?;
@@ -63,4 +55,17 @@ pub fn acceptor(cert: &[u8], key: &[u8], client_ca: Option<&[u8]>) -> Result<Tls
     let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The trust anchors in a PEM file's contents: every CERTIFICATE block, at
+/// least one. Used for client CAs here and for PostgreSQL's `sslrootcert`.
+pub(crate) fn root_store(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("the file holds no CERTIFICATE block".into());
+    }
+    Ok(roots)
 }

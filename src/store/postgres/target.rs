@@ -17,10 +17,10 @@
 use std::{str::FromStr, sync::Arc};
 
 use rustls::{
-    DigitallySignedStruct, RootCertStore, SignatureScheme,
+    DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tokio_postgres::config::Host;
 
@@ -132,15 +132,8 @@ fn tls_config(verify: Verify, root_file: Option<&str>) -> Result<rustls::ClientC
             .with_custom_certificate_verifier(Arc::new(Lenient { provider, chain: None }))
             .with_no_client_auth(),
         (verify, Some(file)) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(file).map_err(|e| format!("sslrootcert {file}: {e}"))? {
-                roots
-                    .add(cert.map_err(|e| format!("sslrootcert {file}: {e}"))?)
-                    .map_err(|e| format!("sslrootcert {file}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("sslrootcert {file}: no certificate in the file"));
-            }
+            let pem = std::fs::read(file).map_err(|e| format!("sslrootcert {file}: {e}"))?;
+            let roots = crate::conn::tls::root_store(&pem).map_err(|e| format!("sslrootcert {file}: {e}"))?;
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| format!("sslrootcert {file}: {e}"))?;
