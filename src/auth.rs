@@ -10,7 +10,7 @@
 //! so a refusal is counted in the metrics under the RPC it refused (an
 //! interceptor does not see the method).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use tonic::{Code, Request, Status, metadata::MetadataMap, service::Interceptor};
 
@@ -43,7 +43,9 @@ impl AdminAuth {
 impl AdminAuth {
     /// The admin presenting `metadata`'s authorization header, or the
     /// UNAUTHENTICATED / PERMISSION_DENIED status to answer with.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Admin, Status> {
+    /// `peer` is the caller's address: an admin token with an IP allowlist
+    /// works only from inside it.
+    pub fn authenticate(&self, metadata: &MetadataMap, peer: Option<IpAddr>) -> Result<Admin, Status> {
         let Some(value) = metadata.get("authorization") else {
             tracing::warn!(reason = "missing", "admin call refused");
             return Err(Status::unauthenticated("missing authorization metadata (expected \"Bearer <admin token>\")"));
@@ -52,7 +54,8 @@ impl AdminAuth {
             tracing::warn!(reason = "not_ascii", "admin call refused");
             return Err(Status::unauthenticated("authorization metadata is not valid ASCII"));
         };
-        let verdict = self.verifier.verify(value, &[ADMIN_SCOPE]);
+        let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
+        let verdict = self.verifier.verify_from(value, &[ADMIN_SCOPE], &peer);
         let token_id = verdict.entry.as_ref().map(|e| e.record.id);
         let (code, reason, message) = match (verdict.outcome, token_id) {
             (Outcome::Ok, Some(token_id)) => return Ok(Admin { token_id }),
@@ -64,6 +67,10 @@ impl AdminAuth {
                 (Code::Unavailable, "stale", "this replica is not current with the token store; try another")
             }
             (Outcome::Revoked, _) => (Code::Unauthenticated, "revoked", "admin token was revoked"),
+            (Outcome::NotYetValid, _) => (Code::Unauthenticated, "not_yet_valid", "admin token is not valid yet"),
+            (Outcome::IpNotAllowed, _) => {
+                (Code::PermissionDenied, "ip_not_allowed", "admin token may not be used from this address")
+            }
             (Outcome::Unknown, _) => (Code::Unauthenticated, "unknown", "admin token is unknown"),
             (Outcome::Malformed | Outcome::Ok, _) => (Code::Unauthenticated, "malformed", "admin token is malformed"),
         };

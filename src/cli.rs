@@ -183,14 +183,24 @@ async fn execute(command: ClientCommand) -> Result<u8, CliError> {
         ClientCommand::Verify { token, scopes, conn } => {
             let token = if token == "-" { read_stdin()? } else { token };
             let mut client = VerifyServiceClient::new(connect(&conn).await?);
-            let r = client.verify(pb::VerifyRequest { token, required_scopes: scopes }).await?.into_inner();
+            let r = client
+                .verify(pb::VerifyRequest { token, required_scopes: scopes, ..Default::default() })
+                .await?
+                .into_inner();
             print_verify(&r, conn.output);
             Ok(if r.valid { 0 } else { EXIT_INVALID })
         }
         ClientCommand::Issue { name, owner, scopes, labels, ttl, conn } => {
             let mut admin = admin(&conn).await?;
             let ttl = (!ttl.is_zero()).then(|| duration(ttl));
-            let req = pb::IssueRequest { name, owner, scopes, ttl, labels: labels.into_iter().collect() };
+            let req = pb::IssueRequest {
+                name,
+                owner,
+                scopes,
+                ttl,
+                labels: labels.into_iter().collect(),
+                ..Default::default()
+            };
             let r = admin.issue(req).await?.into_inner();
             print_created(&r.secret, r.token.as_ref(), None, conn.output);
             Ok(0)
@@ -206,7 +216,7 @@ async fn execute(command: ClientCommand) -> Result<u8, CliError> {
                 owner: owner.unwrap_or_default(),
                 status: status.into(),
                 page_size: 1000,
-                page_token: String::new(),
+                ..Default::default()
             };
             let mut tokens = Vec::new();
             loop {
@@ -441,6 +451,8 @@ fn print_verify(r: &pb::VerifyResponse, output: Output) {
         pb::VerifyResult::Expired => "expired",
         pb::VerifyResult::Revoked => "revoked",
         pb::VerifyResult::InsufficientScope => "insufficient_scope",
+        pb::VerifyResult::NotYetValid => "not_yet_valid",
+        pb::VerifyResult::IpNotAllowed => "ip_not_allowed",
         pb::VerifyResult::Unspecified => "unspecified",
     });
     match output {

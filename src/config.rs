@@ -8,6 +8,7 @@ use clap::Args;
 use crate::{
     limits::Limits,
     server::{Config, TlsFiles},
+    spec::TtlPolicy,
     store::{PostgresOptions, postgres::Target},
     telemetry::LogFormat,
     token::{self, Secret},
@@ -88,6 +89,17 @@ pub struct ServeArgs {
     /// Most active tokens one owner may hold; 0 = unlimited.
     #[arg(long, env = "TOKEND_MAX_TOKENS_PER_OWNER", default_value_t = 0)]
     pub max_tokens_per_owner: u32,
+
+    /// Longest lifetime of a token: an Issue with no ttl or a longer one is
+    /// refused, and Rotate caps the new token's at it; 0 = no limit (e.g.
+    /// 90d).
+    #[arg(long, env = "TOKEND_MAX_TTL", default_value = "0", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// TTL of an Issue that gives none (or zero); 0 = such tokens never
+    /// expire. At most --max-ttl.
+    #[arg(long, env = "TOKEND_DEFAULT_TTL", default_value = "0", value_parser = parse_duration)]
+    pub default_ttl: Duration,
 
     /// How often last-used times are written to disk (e.g. 5s, 1m).
     #[arg(long, env = "TOKEND_LAST_USED_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
@@ -245,6 +257,7 @@ impl ServeArgs {
         config.fsync = self.fsync;
         config.token_prefix = self.token_prefix;
         config.max_tokens_per_owner = self.max_tokens_per_owner;
+        config.ttl_policy = TtlPolicy::new(self.max_ttl, self.default_ttl)?;
         config.last_used_flush_interval = self.last_used_flush_interval;
         config.shutdown_grace = self.shutdown_grace;
         config.bootstrap_token = bootstrap_token;

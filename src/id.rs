@@ -58,16 +58,26 @@ impl TokenId {
 
 impl fmt::Display for TokenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.value();
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            v >> 96,
-            (v >> 80) & 0xffff,
-            (v >> 64) & 0xffff,
-            (v >> 48) & 0xffff,
-            v & 0xffff_ffff_ffff
-        )
+        let ascii = self.to_ascii();
+        // Only hex digits and hyphens.
+        f.write_str(std::str::from_utf8(&ascii).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl TokenId {
+    /// The canonical hyphenated form as bytes, without allocating (Verify
+    /// writes it straight into its response).
+    pub fn to_ascii(self) -> [u8; 36] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut nibbles = self.0.iter().flat_map(|b| [b >> 4, b & 0xf]);
+        for (i, slot) in out.iter_mut().enumerate() {
+            if !matches!(i, 8 | 13 | 18 | 23) {
+                // 32 nibbles for the 32 non-hyphen positions.
+                *slot = HEX[usize::from(nibbles.next().unwrap_or(0))];
+            }
+        }
+        out
     }
 }
 
@@ -180,6 +190,8 @@ mod tests {
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "7", "version nibble");
         assert_eq!(s.parse::<TokenId>(), Ok(id));
+        let known: TokenId = "0190b2c4-6a1f-7c3e-9d2b-1a2b3c4d5e6f".parse().unwrap();
+        assert_eq!(known.to_string(), "0190b2c4-6a1f-7c3e-9d2b-1a2b3c4d5e6f");
         assert_eq!(s.to_uppercase().parse::<TokenId>(), Ok(id));
         assert_eq!(TokenId::from_bytes(id.to_bytes()), Ok(id));
         // The timestamp is the creation millisecond.

@@ -58,6 +58,12 @@ impl Entry {
         Entry { record, last_used: AtomicI64::new(last_used.map_or(0, Time::as_nanos)), dirty: AtomicBool::new(false) }
     }
 
+    /// An entry outside any index, never used.
+    #[cfg(test)]
+    pub fn for_test(record: TokenRecord) -> Entry {
+        Entry::new(record, None)
+    }
+
     /// When the token last verified successfully.
     pub fn last_used(&self) -> Option<Time> {
         match self.last_used.load(Ordering::Relaxed) {
@@ -150,6 +156,12 @@ pub struct ListQuery<'a> {
     pub owner: Option<&'a str>,
     /// Only tokens with this status at `now`.
     pub status: Option<Status>,
+    /// Only tokens whose name starts with this.
+    pub name_prefix: Option<&'a str>,
+    /// Only tokens not used since this time (never-used ones included).
+    pub last_used_before: Option<Time>,
+    /// Only tokens that expire before this time.
+    pub expire_before: Option<Time>,
     /// Start after this id.
     pub after: Option<TokenId>,
     /// Include tokens that arrived behind `after` since this position.
@@ -158,6 +170,23 @@ pub struct ListQuery<'a> {
     pub limit: usize,
     /// The time statuses are judged at.
     pub now: Time,
+}
+
+impl ListQuery<'_> {
+    /// Every token, judged at `now`, in pages of 100.
+    pub fn all(now: Time) -> ListQuery<'static> {
+        ListQuery {
+            owner: None,
+            status: None,
+            name_prefix: None,
+            last_used_before: None,
+            expire_before: None,
+            after: None,
+            late_since: None,
+            limit: 100,
+            now,
+        }
+    }
 }
 
 /// The in-memory token set.
@@ -356,7 +385,12 @@ impl Index {
         let admin = read(&self.admin);
         let now_at = Arrivals { instance: self.instance, seen: admin.arrivals };
         let wanted = |e: &&Arc<Entry>| {
-            q.owner.is_none_or(|o| *e.record.owner == *o) && q.status.is_none_or(|s| e.record.status_at(q.now) == s)
+            let r = &e.record;
+            q.owner.is_none_or(|o| *r.owner == *o)
+                && q.status.is_none_or(|s| r.status_at(q.now) == s)
+                && q.name_prefix.is_none_or(|p| r.name.starts_with(p))
+                && q.last_used_before.is_none_or(|t| e.last_used().is_none_or(|used| used < t))
+                && q.expire_before.is_none_or(|t| r.expire_time.is_some_and(|exp| exp < t))
         };
         // Late arrivals behind the cursor since the previous page.
         let mut late: Vec<(u64, Arc<Entry>)> = match (q.after, q.late_since) {
@@ -521,7 +555,7 @@ mod tests {
         let late = [1, 2, 3, 5];
         let on_time: Vec<_> = (0..12).filter(|i| !late.contains(i)).map(|i| Change::Put(all[i].clone())).collect();
         index.apply(&on_time);
-        let q = ListQuery { owner: Some("a"), status: None, after: None, late_since: None, limit: 2, now: Time(2) };
+        let q = ListQuery { owner: Some("a"), limit: 2, ..ListQuery::all(Time(2)) };
         let seen = page_through(&index, q, |page| {
             if page == 2 {
                 // After the second page (cursor past 6): all four arrive,
@@ -554,7 +588,7 @@ mod tests {
             all.push(r.clone());
             index.apply(&[Change::Put(r)]);
         }
-        let q = ListQuery { owner: None, status: None, after: None, late_since: None, limit: 4, now: Time(2) };
+        let q = ListQuery { limit: 4, ..ListQuery::all(Time(2)) };
         let p1 = index.list(q);
         assert_eq!(p1.entries.len(), 4);
         let p2 = index.list(ListQuery { after: p1.next_after, ..q });
@@ -572,5 +606,40 @@ mod tests {
         // An exact final page has no next page.
         let exact = index.list(ListQuery { limit: 10, ..q });
         assert!(exact.next_after.is_none());
+    }
+
+    #[test]
+    fn list_filters_by_name_prefix_last_use_and_expiry() {
+        let ids = IdGenerator::default();
+        let index = Index::default();
+        let mut all = Vec::new();
+        for i in 0..6 {
+            let mut r = record(&ids, "o");
+            r.name = if i < 3 { format!("ci-{i}") } else { format!("deploy-{i}") }.into();
+            r.expire_time = (i % 2 == 0).then_some(Time(100 + i));
+            index.apply(&[Change::Put(r.clone())]);
+            all.push(r);
+        }
+        // Tokens 0 and 3 used at 10 s, token 1 at 50 s; the rest never.
+        for (i, at) in [(0, 10), (3, 10), (1, 50)] {
+            index.touch(&index.lookup(&all[i].hash).unwrap(), Time(at * 1_000_000_000));
+        }
+        let names = |q: ListQuery<'_>| -> Vec<String> {
+            page_through(&index, ListQuery { limit: 1, ..q }, |_| {})
+                .into_iter()
+                .map(|id| index.get(id).unwrap().record.name.to_string())
+                .collect()
+        };
+        let q = ListQuery::all(Time(0));
+        assert_eq!(names(ListQuery { name_prefix: Some("ci-"), ..q }), ["ci-0", "ci-1", "ci-2"]);
+        assert_eq!(names(ListQuery { name_prefix: Some("CI"), ..q }), Vec::<String>::new());
+        // Not used since 20 s: the never-used 2, 4, 5 and 0, 3 (used at 10 s).
+        let stale = names(ListQuery { last_used_before: Some(Time(20_000_000_000)), ..q });
+        assert_eq!(stale, ["ci-0", "ci-2", "deploy-3", "deploy-4", "deploy-5"]);
+        // Expiring before 104: tokens 0 and 2 (never-expiring ones excluded).
+        assert_eq!(names(ListQuery { expire_before: Some(Time(104)), ..q }), ["ci-0", "ci-2"]);
+        // Combined with each other.
+        let combined = ListQuery { name_prefix: Some("deploy-"), last_used_before: Some(Time(20_000_000_000)), ..q };
+        assert_eq!(names(ListQuery { expire_before: Some(Time(1_000)), ..combined }), ["deploy-4"]);
     }
 }

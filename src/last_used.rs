@@ -71,7 +71,8 @@ mod tests {
     }
 
     fn registry(store: Arc<dyn Store>, index: Arc<Index>) -> Arc<Registry> {
-        let options = RegistryOptions { token_prefix: "tk".into(), max_tokens_per_owner: 0 };
+        let options =
+            RegistryOptions { token_prefix: "tk".into(), max_tokens_per_owner: 0, ttl_policy: Default::default() };
         Arc::new(Registry::new(store, index, Clock::manual(Time(0)), options, Box::new(|_| {})))
     }
 

@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod change;
+pub mod cidr;
 pub mod cli;
 pub mod clock;
 pub mod commit;

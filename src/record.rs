@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{clock::Time, id::TokenId, token::TokenHash};
+use crate::{cidr::Allowlist, clock::Time, id::TokenId, token::TokenHash};
 
 /// The reserved scope that grants the admin plane (TokenService).
 pub const ADMIN_SCOPE: &str = "tokend.admin";
@@ -47,6 +47,13 @@ pub struct TokenRecord {
     /// When it stops verifying; `None` = never. A rotation with a grace
     /// period brings this forward to the end of the grace.
     pub expire_time: Option<Time>,
+    /// Before this it does not verify yet (its status is still active).
+    pub not_before: Option<Time>,
+    /// The networks it may be presented from; empty = anywhere.
+    pub allowed_cidrs: Allowlist,
+    /// When it was last changed (revoked, rotated, updated); its create
+    /// time until then.
+    pub update_time: Time,
     /// When it was revoked, if it was.
     pub revoke_time: Option<Time>,
     /// Why it was revoked ("" if not, or if no reason was given).
@@ -78,6 +85,17 @@ impl TokenRecord {
     /// A copy to change and write back: the same record, one version on.
     pub fn revised(&self) -> TokenRecord {
         TokenRecord { version: self.version + 1, ..self.clone() }
+    }
+
+    /// [`TokenRecord::revised`], changed at `now`.
+    pub fn revised_at(&self, now: Time) -> TokenRecord {
+        TokenRecord { update_time: now, ..self.revised() }
+    }
+
+    /// Whether the token has come into force at `now` (its not-before).
+    #[inline]
+    pub fn has_started(&self, now: Time) -> bool {
+        self.not_before.is_none_or(|t| t <= now)
     }
 
     /// Whether the token grants every scope in `required`.
@@ -193,6 +211,9 @@ pub(crate) fn sample(id: TokenId, secret: &crate::token::Secret, owner: &str) ->
         create_time: Time(0),
         ttl: None,
         expire_time: None,
+        not_before: None,
+        allowed_cidrs: Allowlist::default(),
+        update_time: Time(0),
         revoke_time: None,
         revoke_reason: "".into(),
         rotated_from: None,

@@ -33,7 +33,7 @@ use crate::{
     id::{IdGenerator, TokenId},
     index::{Arrivals, Entry, Index, ListQuery, Page},
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
-    spec::TokenSpec,
+    spec::{TokenSpec, TtlPolicy},
     store::{OwnerQuota, Store, StoreError},
     token::{Secret, TokenHash},
 };
@@ -45,6 +45,8 @@ pub struct RegistryOptions {
     pub token_prefix: String,
     /// Most active tokens one owner may hold; 0 = unlimited.
     pub max_tokens_per_owner: u32,
+    /// `--max-ttl` and `--default-ttl`.
+    pub ttl_policy: TtlPolicy,
 }
 
 /// A token created by Issue or Rotate: the only time its secret exists.
@@ -114,7 +116,11 @@ impl Registry {
             owner: "tokend".into(),
             scopes: vec![ADMIN_SCOPE.into()],
             labels: Default::default(),
+            // The policy's --max-ttl does not apply: an expiring bootstrap
+            // token would lock the operator out of the admin plane.
             ttl: None,
+            not_before: None,
+            allowed_cidrs: Default::default(),
         };
         let generated = given.is_none();
         let secret = given.unwrap_or_else(|| Secret::generate(&self.options.token_prefix));
@@ -133,8 +139,9 @@ impl Registry {
         Ok(token.filter(|_| generated).map(|token| Created { secret, token }))
     }
 
-    /// Issues a new token.
-    pub async fn issue(self: &Arc<Self>, spec: TokenSpec) -> Result<Created, Error> {
+    /// Issues a new token, under the expiry policy.
+    pub async fn issue(self: &Arc<Self>, mut spec: TokenSpec) -> Result<Created, Error> {
+        spec.ttl = self.options.ttl_policy.issue_ttl(spec.ttl)?;
         let secret = Secret::generate(&self.options.token_prefix);
         let (hash, hint) = (secret.hash(), secret.hint());
         let token = self
@@ -143,6 +150,11 @@ impl Registry {
                 let limit = this.options.max_tokens_per_owner;
                 if limit > 0 && this.index.count_active(&spec.owner, now) >= limit as usize {
                     return Err(Error::QuotaExceeded { limit });
+                }
+                if let (Some(not_before), Some(ttl)) = (spec.not_before, spec.ttl)
+                    && not_before > now.saturating_add(ttl)
+                {
+                    return Err(Error::invalid("not_before", "is after the token's expiry (create time + ttl)"));
                 }
                 let quota = (limit > 0).then_some(OwnerQuota { owner: &spec.owner, limit, now });
                 let record = this.new_record(hash, hint.clone(), spec.clone(), now, None);
@@ -162,16 +174,24 @@ impl Registry {
     /// status filter that few tokens match, a page may scan the whole index.
     pub async fn list(
         self: &Arc<Self>,
-        owner: Option<String>,
-        status: Option<Status>,
+        filter: ListFilter,
         after: Option<TokenId>,
         late_since: Option<Arrivals>,
         limit: usize,
     ) -> Result<Page, Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let owner = owner.as_deref();
-            this.index.list(ListQuery { owner, status, after, late_since, limit, now: this.clock.now() })
+            this.index.list(ListQuery {
+                owner: filter.owner.as_deref(),
+                status: filter.status,
+                name_prefix: filter.name_prefix.as_deref(),
+                last_used_before: filter.last_used_before,
+                expire_before: filter.expire_before,
+                after,
+                late_since,
+                limit,
+                now: this.clock.now(),
+            })
         })
         .await
         .map_err(task_failed)
@@ -188,8 +208,9 @@ impl Registry {
             if current.record.revoke_time.is_some() {
                 return Ok(current);
             }
-            let mut record = current.record.revised();
-            record.revoke_time = Some(this.clock.now());
+            let now = this.clock.now();
+            let mut record = current.record.revised_at(now);
+            record.revoke_time = Some(now);
             record.revoke_reason = reason.as_str().into();
             this.write_locked(vec![Change::Put(record)], None)?;
             this.entry(id)
@@ -228,10 +249,13 @@ impl Registry {
                     owner: r.owner.to_string(),
                     scopes: r.scopes.to_vec(),
                     labels: r.labels.clone(),
-                    ttl: r.ttl,
+                    ttl: this.options.ttl_policy.cap(r.ttl),
+                    // A not-before already past has done its work.
+                    not_before: r.not_before.filter(|t| *t > now),
+                    allowed_cidrs: r.allowed_cidrs.clone(),
                 };
                 let new = this.new_record(hash, hint.clone(), spec, now, Some(id));
-                let mut old_record = old.record.revised();
+                let mut old_record = old.record.revised_at(now);
                 old_record.rotated_to = Some(new.id);
                 match grace {
                     None => {
@@ -248,6 +272,64 @@ impl Registry {
             })
             .await?;
         Ok((Created { secret, token }, previous))
+    }
+
+    /// Changes a token's name, labels, scopes, expiry or allowlist (see
+    /// [`TokenUpdate`] for the rules). Verify sees the change before this
+    /// returns.
+    pub async fn update(self: &Arc<Self>, id: TokenId, update: TokenUpdate) -> Result<Arc<Entry>, Error> {
+        self.write(move |this| {
+            let now = this.clock.now();
+            let current = this.entry(id)?;
+            let old = &current.record;
+            if old.revoke_time.is_some() {
+                return Err(Error::FailedPrecondition { id, why: "is revoked" });
+            }
+            let mut record = old.revised_at(now);
+            if let Some(name) = &update.name {
+                record.name = name.as_str().into();
+            }
+            if let Some(labels) = &update.labels {
+                record.labels = labels.clone();
+            }
+            if let Some(scopes) = &update.scopes {
+                if let Some(added) = scopes.iter().find(|s| !old.scopes.contains(s)) {
+                    return Err(Error::invalid(
+                        "scopes",
+                        format!("may only remove scopes: {added:?} is not granted (adding a scope needs a new token)"),
+                    ));
+                }
+                record.scopes = scopes.iter().cloned().collect();
+            }
+            if let Some(expire_time) = update.expire_time {
+                match (old.expire_time, expire_time) {
+                    (Some(_), None) => {
+                        return Err(Error::invalid("expire_time", "may only move earlier: it cannot be cleared"));
+                    }
+                    (Some(old), Some(new)) if new > old => {
+                        return Err(Error::invalid("expire_time", "may only move earlier"));
+                    }
+                    _ => {}
+                }
+                if let (Some(new), Some(latest)) = (expire_time, this.options.ttl_policy.latest_expiry(now))
+                    && new > latest
+                {
+                    return Err(Error::invalid("expire_time", "must be within --max-ttl from now"));
+                }
+                if let (Some(new), Some(not_before)) = (expire_time, old.not_before)
+                    && new < not_before
+                {
+                    return Err(Error::invalid("expire_time", "is before the token's not_before"));
+                }
+                record.expire_time = expire_time;
+            }
+            if let Some(cidrs) = &update.allowed_cidrs {
+                record.allowed_cidrs = cidrs.clone();
+            }
+            this.write_locked(vec![Change::Put(record)], None)?;
+            this.entry(id)
+        })
+        .await
     }
 
     /// Persists the last-used times recorded since the previous call and
@@ -352,6 +434,9 @@ impl Registry {
             create_time: now,
             ttl: spec.ttl,
             expire_time: spec.ttl.map(|ttl| now.saturating_add(ttl)),
+            not_before: spec.not_before,
+            allowed_cidrs: spec.allowed_cidrs,
+            update_time: now,
             revoke_time: None,
             revoke_reason: "".into(),
             rotated_from,
@@ -378,6 +463,40 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What List filters by; every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this owner's tokens.
+    pub owner: Option<String>,
+    /// Only tokens with this status now.
+    pub status: Option<Status>,
+    /// Only tokens whose name starts with this.
+    pub name_prefix: Option<String>,
+    /// Only tokens not used since then (never-used ones included).
+    pub last_used_before: Option<Time>,
+    /// Only tokens that expire before then (never-expiring ones excluded).
+    pub expire_before: Option<Time>,
+}
+
+/// What an Update changes: each field present is replaced. Checked
+/// against the token as it stands: scopes may only be removed, an expiry
+/// may only move earlier (or be set where there was none, never past
+/// `--max-ttl` from now, never before the token's not-before), and a
+/// revoked token cannot be changed.
+#[derive(Debug, Clone, Default)]
+pub struct TokenUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// New labels (the whole map).
+    pub labels: Option<crate::record::Labels>,
+    /// The scopes to keep.
+    pub scopes: Option<Vec<String>>,
+    /// A new expiry (`Some(None)`: none, refused where there is one).
+    pub expire_time: Option<Option<Time>>,
+    /// A new allowlist.
+    pub allowed_cidrs: Option<crate::cidr::Allowlist>,
 }
 
 /// How often one write re-decides after conflicting with another replica's.

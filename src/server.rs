@@ -19,9 +19,15 @@ use crate::{
     last_used::LastUsedWriter,
     limits::Limits,
     metrics::Metrics,
-    pb::{token_service_server::TokenServiceServer, verify_service_server::VerifyServiceServer},
+    pb::token_service_server::TokenServiceServer,
     registry::{Created, Registry, RegistryOptions},
-    service::{admin::AdminService, admission::Admission, verify::VerifyApi, watch::Watchers},
+    service::{
+        admin::AdminService,
+        admission::Admission,
+        verify::{VerifyApi, VerifyRoutes},
+        watch::Watchers,
+    },
+    spec::TtlPolicy,
     store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store, StoreError, postgres::PostgresFeed},
     token::{self, Secret},
     verify::Verifier,
@@ -43,6 +49,8 @@ pub struct Config {
     pub token_prefix: String,
     /// Most active tokens per owner; 0 = unlimited.
     pub max_tokens_per_owner: u32,
+    /// `--max-ttl` and `--default-ttl`.
+    pub ttl_policy: TtlPolicy,
     /// How often last-used times are persisted.
     pub last_used_flush_interval: Duration,
     /// How long in-flight calls may take to finish at shutdown.
@@ -107,6 +115,7 @@ impl Config {
             fsync: true,
             token_prefix: token::DEFAULT_PREFIX.into(),
             max_tokens_per_owner: 0,
+            ttl_policy: TtlPolicy::default(),
             last_used_flush_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
             bootstrap_token: None,
@@ -207,6 +216,7 @@ impl Tokend {
             RegistryOptions {
                 token_prefix: config.token_prefix.clone(),
                 max_tokens_per_owner: config.max_tokens_per_owner,
+                ttl_policy: config.ttl_policy,
             },
             Box::new(move |elapsed| flush_metrics.flush(elapsed)),
         ));
@@ -281,8 +291,7 @@ impl Tokend {
         // Turns true at shutdown: listeners stop, Watch streams end.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watchers = Watchers::new(verifier.clone(), config.watch_heartbeat, stop_rx.clone());
-        let verify = VerifyServiceServer::new(VerifyApi::new(verifier, metrics.clone(), watchers))
-            .max_decoding_message_size(config.max_request_bytes);
+        let verify = VerifyRoutes::new(VerifyApi::new(verifier, metrics.clone(), watchers), config.max_request_bytes);
         let metrics_task = metrics_listener.map(|l| {
             tracing::info!(addr = %l.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()), "serving metrics");
             let incoming = Incoming::new(l, Gate::side_port("metrics"), limits.handshake_timeout, Protocol::Http1);

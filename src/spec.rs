@@ -5,7 +5,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::{error::Error, record::Labels};
+use crate::{
+    cidr::{Allowlist, Cidr, MAX_CIDRS},
+    clock::Time,
+    error::Error,
+    record::Labels,
+};
 
 /// Longest name or owner, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -34,8 +39,12 @@ pub struct TokenSpec {
     pub scopes: Vec<String>,
     /// Labels.
     pub labels: Labels,
-    /// Time to live; `None` = never expires.
+    /// Time to live; `None` = never expires (or the `--default-ttl`).
     pub ttl: Option<Duration>,
+    /// Not valid before this time.
+    pub not_before: Option<Time>,
+    /// The networks the token may be presented from; empty = anywhere.
+    pub allowed_cidrs: Allowlist,
 }
 
 impl TokenSpec {
@@ -47,30 +56,97 @@ impl TokenSpec {
         labels: BTreeMap<String, String>,
         ttl: Duration,
     ) -> Result<TokenSpec, Error> {
-        check_text("name", &name, 1, MAX_NAME_BYTES)?;
-        check_text("owner", &owner, 1, MAX_NAME_BYTES)?;
-        if scopes.len() > MAX_SCOPES {
-            return Err(Error::invalid("scopes", format!("at most {MAX_SCOPES} scopes, got {}", scopes.len())));
-        }
-        let mut unique: Vec<String> = Vec::with_capacity(scopes.len());
-        for (i, scope) in scopes.into_iter().enumerate() {
-            check_scope(&format!("scopes[{i}]"), &scope)?;
-            if !unique.contains(&scope) {
-                unique.push(scope);
-            }
-        }
-        if labels.len() > MAX_LABELS {
-            return Err(Error::invalid("labels", format!("at most {MAX_LABELS} labels, got {}", labels.len())));
-        }
-        for (key, value) in &labels {
-            // The key itself may be what is wrong: quote it with escapes so a
-            // control character cannot forge log lines.
-            let field = format!("labels[{}]", key.escape_debug());
-            check_text(&field, key, 1, MAX_LABEL_KEY_BYTES)?;
-            check_text(&field, value, 0, MAX_LABEL_VALUE_BYTES)?;
-        }
+        check_name("name", &name)?;
+        check_name("owner", &owner)?;
+        let scopes = check_scopes(scopes)?;
+        let labels = check_labels(labels)?;
         let ttl = check_duration("ttl", ttl)?;
-        Ok(TokenSpec { name, owner, scopes: unique, labels: labels.into_iter().collect(), ttl })
+        Ok(TokenSpec { name, owner, scopes, labels, ttl, not_before: None, allowed_cidrs: Allowlist::default() })
+    }
+}
+
+/// Checks a name or owner: 1-128 bytes, no control characters.
+pub fn check_name<'a>(field: &str, value: &'a str) -> Result<&'a str, Error> {
+    check_text(field, value, 1, MAX_NAME_BYTES).map(|()| value)
+}
+
+/// Checks scopes (at most 64, each `[A-Za-z0-9._:/-]{1,128}`) and removes
+/// duplicates, keeping the order given.
+pub fn check_scopes(scopes: Vec<String>) -> Result<Vec<String>, Error> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(Error::invalid("scopes", format!("at most {MAX_SCOPES} scopes, got {}", scopes.len())));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(scopes.len());
+    for (i, scope) in scopes.into_iter().enumerate() {
+        check_scope(&format!("scopes[{i}]"), &scope)?;
+        if !unique.contains(&scope) {
+            unique.push(scope);
+        }
+    }
+    Ok(unique)
+}
+
+/// Checks labels: at most 64, keys 1-63 bytes, values at most 256 bytes.
+pub fn check_labels(labels: BTreeMap<String, String>) -> Result<Labels, Error> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid("labels", format!("at most {MAX_LABELS} labels, got {}", labels.len())));
+    }
+    for (key, value) in &labels {
+        // The key itself may be what is wrong: quote it with escapes so a
+        // control character cannot forge log lines.
+        let field = format!("labels[{}]", key.escape_debug());
+        check_text(&field, key, 1, MAX_LABEL_KEY_BYTES)?;
+        check_text(&field, value, 0, MAX_LABEL_VALUE_BYTES)?;
+    }
+    Ok(labels.into_iter().collect())
+}
+
+/// The expiry policy: `--max-ttl` and `--default-ttl`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// Longest lifetime of a token issued or rotated; `None` = no limit.
+    max: Option<Duration>,
+    /// The TTL of an Issue that gives none; `None` = such tokens never expire.
+    default: Option<Duration>,
+}
+
+impl TtlPolicy {
+    /// The policy of `--max-ttl max` and `--default-ttl default` (zero =
+    /// unset); a default longer than the max is refused, naming both flags.
+    pub fn new(max: Duration, default: Duration) -> Result<TtlPolicy, String> {
+        let (max, default) = ((!max.is_zero()).then_some(max), (!default.is_zero()).then_some(default));
+        if let (Some(max), Some(default)) = (max, default)
+            && default > max
+        {
+            return Err(format!("--default-ttl {default:?} is longer than --max-ttl {max:?}"));
+        }
+        Ok(TtlPolicy { max, default })
+    }
+
+    /// The TTL of a token issued with `asked` (`None`: absent or zero).
+    pub fn issue_ttl(&self, asked: Option<Duration>) -> Result<Option<Duration>, Error> {
+        match (asked.or(self.default), self.max) {
+            (None, Some(max)) => {
+                Err(Error::invalid("ttl", format!("is required: every token must expire within --max-ttl ({max:?})")))
+            }
+            (Some(ttl), Some(max)) if ttl > max => {
+                Err(Error::invalid("ttl", format!("{ttl:?} is longer than --max-ttl ({max:?})")))
+            }
+            (ttl, _) => Ok(ttl),
+        }
+    }
+
+    /// `ttl` capped at the max (a rotation's successor).
+    pub fn cap(&self, ttl: Option<Duration>) -> Option<Duration> {
+        match (ttl, self.max) {
+            (Some(ttl), Some(max)) => Some(ttl.min(max)),
+            (ttl, max) => ttl.or(max),
+        }
+    }
+
+    /// The latest expiry of a token created or changed at `now`.
+    pub fn latest_expiry(&self, now: Time) -> Option<Time> {
+        self.max.map(|max| now.saturating_add(max))
     }
 }
 
@@ -80,6 +156,24 @@ pub fn check_duration(field: &str, d: Duration) -> Result<Option<Duration>, Erro
         return Err(Error::invalid(field, "must be at most 100 years"));
     }
     Ok((!d.is_zero()).then_some(d))
+}
+
+/// Checks an IP allowlist: at most [`MAX_CIDRS`] addresses or CIDR
+/// networks, each without host bits past its prefix.
+pub fn check_cidrs(field: &str, cidrs: &[String]) -> Result<Allowlist, Error> {
+    if cidrs.len() > MAX_CIDRS {
+        return Err(Error::invalid(field, format!("at most {MAX_CIDRS} entries, got {}", cidrs.len())));
+    }
+    let parsed = cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.parse::<Cidr>().map_err(|e| {
+                Error::invalid(format!("{field}[{i}]"), format!("{:?}: {e}", c.escape_debug().to_string()))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Allowlist::new(parsed))
 }
 
 /// Checks a revoke reason.
@@ -171,6 +265,44 @@ mod tests {
     fn scopes_are_deduplicated_in_order() {
         let s = spec("n", "o", &["b", "a", "b"], &[], Duration::ZERO).unwrap();
         assert_eq!(s.scopes, vec!["b", "a"]);
+    }
+
+    #[test]
+    fn allowlists_name_the_bad_entry() {
+        let list = check_cidrs("allowed_cidrs", &["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        assert_eq!(list.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "::1/128"]);
+        let field = |cidrs: &[&str]| match check_cidrs(
+            "allowed_cidrs",
+            &cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        ) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert_eq!(field(&["10.0.0.0/8", "10.1.2.3/8"]), "allowed_cidrs[1]");
+        assert_eq!(field(&["nonsense"]), "allowed_cidrs[0]");
+        let many: Vec<String> = (0..65).map(|i| format!("10.0.0.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(field(&many), "allowed_cidrs");
+    }
+
+    #[test]
+    fn the_expiry_policy_applies_its_default_and_its_limit() {
+        let day = Duration::from_secs(86_400);
+        let none = TtlPolicy::default();
+        assert_eq!(none.issue_ttl(None).unwrap(), None);
+        assert_eq!(none.latest_expiry(Time(0)), None);
+        let both = TtlPolicy::new(30 * day, 7 * day).unwrap();
+        assert_eq!(both.issue_ttl(None).unwrap(), Some(7 * day));
+        assert_eq!(both.issue_ttl(Some(30 * day)).unwrap(), Some(30 * day));
+        assert!(matches!(both.issue_ttl(Some(31 * day)), Err(Error::InvalidArgument { field, .. }) if field == "ttl"));
+        assert_eq!(both.latest_expiry(Time(0)), Some(Time(0).saturating_add(30 * day)));
+        let max_only = TtlPolicy::new(day, Duration::ZERO).unwrap();
+        assert!(matches!(max_only.issue_ttl(None), Err(Error::InvalidArgument { field, .. }) if field == "ttl"));
+        let default_only = TtlPolicy::new(Duration::ZERO, day).unwrap();
+        assert_eq!(default_only.issue_ttl(None).unwrap(), Some(day));
+        assert_eq!(default_only.issue_ttl(Some(400 * day)).unwrap(), Some(400 * day));
+        let err = TtlPolicy::new(day, 2 * day).unwrap_err();
+        assert!(err.contains("--default-ttl") && err.contains("--max-ttl"), "{err}");
     }
 
     #[test]

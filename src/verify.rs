@@ -33,6 +33,10 @@ pub enum Outcome {
     /// current with a shared store for longer than `--max-staleness`, so a
     /// token revoked through another replica might still look valid here.
     Stale,
+    /// Active, but its not-before has not come.
+    NotYetValid,
+    /// Active, but the client's address is outside its allowlist.
+    IpNotAllowed,
 }
 
 /// The result of a verification: the outcome and, when the token is known,
@@ -83,11 +87,19 @@ impl Verifier {
         self.freshness.as_ref().is_some_and(|f| f.is_stale())
     }
 
-    /// Verifies `presented` (a bare token or a `Bearer …` header value) and
-    /// checks that it grants every scope in `required`. A valid token's
-    /// last-used time is updated.
+    /// Verifies `presented` (a bare token or a `Bearer …` header value)
+    /// from an unknown address: a token with an IP allowlist is refused.
     #[inline]
     pub fn verify<S: AsRef<str>>(&self, presented: &str, required: &[S]) -> Verdict {
+        self.verify_from(presented, required, "")
+    }
+
+    /// Verifies `presented` (a bare token or a `Bearer …` header value),
+    /// presented from `client_ip` (as the caller reports it; see
+    /// `cidr::parse_client_ip`), and checks that it grants every scope in
+    /// `required`. A valid token's last-used time is updated.
+    #[inline]
+    pub fn verify_from<S: AsRef<str>>(&self, presented: &str, required: &[S], client_ip: &str) -> Verdict {
         if self.is_stale() {
             return Verdict::without_entry(Outcome::Stale);
         }
@@ -101,6 +113,8 @@ impl Verifier {
         let outcome = match entry.record.status_at(now) {
             Status::Revoked => Outcome::Revoked,
             Status::Expired => Outcome::Expired,
+            Status::Active if !entry.record.has_started(now) => Outcome::NotYetValid,
+            Status::Active if !entry.record.allowed_cidrs.allows(client_ip) => Outcome::IpNotAllowed,
             Status::Active if !entry.record.has_scopes(required) => Outcome::InsufficientScope,
             Status::Active => {
                 self.index.touch(&entry, now);
@@ -117,6 +131,9 @@ impl Verifier {
         let now = self.clock.now();
         let mut recorded = 0;
         for hash in hashes {
+            // A sibling checks neither not-before nor addresses locally (its
+            // cache holds only tokens that verified from anywhere), so an
+            // active token is all this needs.
             if let Some(entry) = self.index.lookup(&hash)
                 && entry.record.status_at(now) == Status::Active
             {

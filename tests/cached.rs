@@ -91,6 +91,7 @@ async fn hits_answer_what_the_rpc_answers() {
             .verify(client::VerifyRequest {
                 token: token.clone(),
                 required_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -108,7 +109,11 @@ async fn hits_answer_what_the_rpc_answers() {
     // A bad required scope is refused as the RPC refuses it.
     let bad = verifier.check(&secret, &["no spaces"]).await.unwrap_err();
     let rpc = stub
-        .verify(pb::VerifyRequest { token: secret.clone(), required_scopes: vec!["no spaces".into()] })
+        .verify(pb::VerifyRequest {
+            token: secret.clone(),
+            required_scopes: vec!["no spaces".into()],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!((bad.code(), bad.message()), (rpc.code(), rpc.message()));

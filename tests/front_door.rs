@@ -227,7 +227,11 @@ async fn oversize_metadata_is_refused_without_affecting_other_clients() {
     let mut other = server.verifier().await;
     let mut client = server.verifier().await;
     let request = |padding: usize| {
-        let mut request = tonic::Request::new(pb::VerifyRequest { token: token.clone(), required_scopes: vec![] });
+        let mut request = tonic::Request::new(pb::VerifyRequest {
+            token: token.clone(),
+            required_scopes: vec![],
+            ..Default::default()
+        });
         request.metadata_mut().insert("x-padding", "a".repeat(padding).parse().unwrap());
         request
     };

@@ -18,7 +18,7 @@ async fn a_5_mib_request_is_refused_and_the_server_keeps_serving() {
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("65536") && err.message().contains("--max-request-bytes"), "{}", err.message());
     let mut v = server.verifier().await;
-    let big = pb::VerifyRequest { token: "t".repeat(5 << 20), required_scopes: vec![] };
+    let big = pb::VerifyRequest { token: "t".repeat(5 << 20), required_scopes: vec![], ..Default::default() };
     assert_eq!(v.verify(big).await.unwrap_err().code(), Code::InvalidArgument);
     // Still serving, nothing written.
     let issued = issue(&mut admin, "small", "o", &[]).await;

@@ -209,7 +209,7 @@ async fn an_admin_listener_takes_the_admin_plane_off_the_main_port() {
     let mut v = pb::verify_service_client::VerifyServiceClient::new(connect(main_addr).await);
     assert!(verify(&mut v, &issued.secret, &[]).await.valid);
     let mut v_admin = pb::verify_service_client::VerifyServiceClient::new(connect(admin_addr).await);
-    let req = pb::VerifyRequest { token: issued.secret.clone(), required_scopes: vec![] };
+    let req = pb::VerifyRequest { token: issued.secret.clone(), required_scopes: vec![], ..Default::default() };
     assert_eq!(v_admin.verify(req).await.unwrap_err().code(), tonic::Code::Unimplemented);
     for addr in [main_addr, admin_addr] {
         let mut health = HealthClient::new(connect(addr).await);

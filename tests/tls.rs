@@ -65,7 +65,7 @@ async fn tls_channel(server: &TestServer, pki: &Pki, with_identity: bool) -> Res
 }
 
 async fn verify_call(channel: Channel) -> Result<pb::VerifyResponse, tonic::Status> {
-    let req = pb::VerifyRequest { token: "x".into(), required_scopes: vec![] };
+    let req = pb::VerifyRequest { token: "x".into(), required_scopes: vec![], ..Default::default() };
     VerifyServiceClient::new(channel).verify(req).await.map(|r| r.into_inner())
 }
 

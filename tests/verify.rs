@@ -137,11 +137,18 @@ async fn verify_rejects_unreasonable_required_scopes() {
     let server = TestServer::start().await;
     let mut v = server.verifier().await;
     let too_many: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
-    let err = v.verify(pb::VerifyRequest { token: "x".into(), required_scopes: too_many }).await.unwrap_err();
+    let err = v
+        .verify(pb::VerifyRequest { token: "x".into(), required_scopes: too_many, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("required_scopes"), "{}", err.message());
     let err = v
-        .verify(pb::VerifyRequest { token: "x".into(), required_scopes: vec!["ok".into(), "not ok".into()] })
+        .verify(pb::VerifyRequest {
+            token: "x".into(),
+            required_scopes: vec!["ok".into(), "not ok".into()],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -192,6 +192,7 @@ impl CachedVerifier {
                 let request = VerifyRequest {
                     token: presented.to_owned(),
                     required_scopes: required_scopes.iter().map(|s| s.as_ref().to_owned()).collect(),
+                    ..Default::default()
                 };
                 // Boxed: the RPC's future is kilobytes, and a hit should not
                 // pay for moving it around.
@@ -234,6 +235,11 @@ impl Inner {
     /// one and nothing changed meanwhile.
     async fn remote(&self, request: VerifyRequest, hash: Option<TokenHash>) -> Result<Arc<VerifyResponse>, Status> {
         self.cache.count_miss();
+        // Only answers given without a client address are cached. A token
+        // with an IP allowlist never verifies without one, so every cached
+        // token is valid from anywhere, and a hit answers any address right;
+        // an answer for one address may not hold for another.
+        let hash = hash.filter(|_| request.client_ip.is_empty());
         // Taken before the call: see `cache` on the race this closes.
         let since = hash.map(|_| self.cache.position());
         let response = self.call(request).await?;

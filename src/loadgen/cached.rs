@@ -160,6 +160,7 @@ async fn calls(
                 let request = tokend_client::VerifyRequest {
                     token: token.to_owned(),
                     required_scopes: vec!["orders:read".into()],
+                    ..Default::default()
                 };
                 verifier.verify(request).await?.valid
             }

@@ -320,6 +320,7 @@ impl Call {
                 let req = pb::VerifyRequest {
                     token: tokens[i % tokens.len()].clone(),
                     required_scopes: vec!["orders:read".into()],
+                    ..Default::default()
                 };
                 let r = client.verify(req).await?.into_inner();
                 if !r.valid {
@@ -583,7 +584,7 @@ pub(crate) fn issue_request(n: u64) -> pb::IssueRequest {
         owner: format!("bench-owner-{}", n % 100),
         scopes: vec!["orders:read".into()],
         ttl: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
-        labels: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -56,10 +56,12 @@ pub enum Rpc {
     Rotate,
     /// VerifyService/Verify.
     Verify,
+    /// TokenService/Update.
+    Update,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 6] = [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify];
+    const ALL: [Rpc; 7] = [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify, Rpc::Update];
 
     /// The admin RPC a request path names (`/tokend.v1.TokenService/Issue`).
     pub fn of_admin_path(path: &str) -> Option<Rpc> {
@@ -75,11 +77,12 @@ impl Rpc {
             Rpc::Revoke => "Revoke",
             Rpc::Rotate => "Rotate",
             Rpc::Verify => "Verify",
+            Rpc::Update => "Update",
         }
     }
 }
 
-const OUTCOMES: [Outcome; 7] = [
+const OUTCOMES: [Outcome; 9] = [
     Outcome::Ok,
     Outcome::Malformed,
     Outcome::Unknown,
@@ -87,6 +90,8 @@ const OUTCOMES: [Outcome; 7] = [
     Outcome::Revoked,
     Outcome::InsufficientScope,
     Outcome::Stale,
+    Outcome::NotYetValid,
+    Outcome::IpNotAllowed,
 ];
 
 fn outcome_name(o: Outcome) -> &'static str {
@@ -98,15 +103,17 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Revoked => "revoked",
         Outcome::InsufficientScope => "insufficient_scope",
         Outcome::Stale => "stale",
+        Outcome::NotYetValid => "not_yet_valid",
+        Outcome::IpNotAllowed => "ip_not_allowed",
     }
 }
 
 /// Every metric tokend exports.
 pub struct Metrics {
     registry: Registry,
-    verify: [Counter; 7],
+    verify: [Counter; OUTCOMES.len()],
     admin: Family<Labels, Counter>,
-    latency: [AtomicHistogram; 6],
+    latency: [AtomicHistogram; Rpc::ALL.len()],
     tokens: Family<Labels, Gauge>,
     flush: AtomicHistogram,
     staleness: Gauge<f64, std::sync::atomic::AtomicU64>,

@@ -12,12 +12,13 @@ use tracing::info;
 
 use crate::{
     auth::{Admin, AdminAuth},
+    conn::Peer,
     error::Error,
     id::TokenId,
     index::Arrivals,
     metrics::{Metrics, Rpc},
     pb::{self, token_service_server::TokenService},
-    registry::Registry,
+    registry::{ListFilter, Registry, TokenUpdate},
     service::convert,
     spec::{self, TokenSpec},
 };
@@ -66,6 +67,10 @@ impl TokenService for AdminService {
     async fn rotate(&self, request: Request<pb::RotateRequest>) -> Result<Response<pb::RotateResponse>, Status> {
         self.call(Rpc::Rotate, request, |admin, req| self.rotate(admin, req)).await
     }
+
+    async fn update(&self, request: Request<pb::UpdateRequest>) -> Result<Response<pb::UpdateResponse>, Status> {
+        self.call(Rpc::Update, request, |admin, req| self.update(admin, req)).await
+    }
 }
 
 impl AdminService {
@@ -81,7 +86,8 @@ impl AdminService {
         Fut: Future<Output = Result<Resp, Status>>,
     {
         let started = Instant::now();
-        let result = match self.auth.authenticate(request.metadata()) {
+        let peer = request.extensions().get::<Peer>().map(|p| p.remote_addr.ip());
+        let result = match self.auth.authenticate(request.metadata(), peer) {
             Ok(admin) => handler(admin, request.into_inner()).await,
             Err(refused) => Err(refused),
         };
@@ -92,7 +98,9 @@ impl AdminService {
 
     async fn issue(&self, admin: Admin, req: pb::IssueRequest) -> Result<pb::IssueResponse, Status> {
         let ttl = convert::duration("ttl", req.ttl.as_ref())?;
-        let spec = TokenSpec::new(req.name, req.owner, req.scopes, req.labels.into_iter().collect(), ttl)?;
+        let mut spec = TokenSpec::new(req.name, req.owner, req.scopes, req.labels.into_iter().collect(), ttl)?;
+        spec.not_before = req.not_before.as_ref().map(|t| convert::time("not_before", t)).transpose()?;
+        spec.allowed_cidrs = spec::check_cidrs("allowed_cidrs", &req.allowed_cidrs)?;
         let created = self.registry.issue(spec).await?;
         let r = &created.token.record;
         info!(action = "issue", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token issued");
@@ -115,9 +123,18 @@ impl AdminService {
             Ok(n) if n <= MAX_PAGE_SIZE => n,
             _ => return Err(Error::invalid("page_size", format!("must be 0-{MAX_PAGE_SIZE}")).into()),
         };
+        if req.name_prefix.len() > spec::MAX_NAME_BYTES {
+            return Err(Error::invalid("name_prefix", format!("must be at most {} bytes", spec::MAX_NAME_BYTES)).into());
+        }
         let (after, late_since) = decode_page_token(&req.page_token)?;
-        let owner = (!req.owner.is_empty()).then_some(req.owner);
-        let page = self.registry.list(owner, status, after, late_since, limit).await?;
+        let filter = ListFilter {
+            owner: (!req.owner.is_empty()).then_some(req.owner),
+            status,
+            name_prefix: (!req.name_prefix.is_empty()).then_some(req.name_prefix),
+            last_used_before: req.last_used_before.map(|t| convert::time("last_used_before", &t)).transpose()?,
+            expire_before: req.expire_before.map(|t| convert::time("expire_before", &t)).transpose()?,
+        };
+        let page = self.registry.list(filter, after, late_since, limit).await?;
         Ok(pb::ListResponse {
             tokens: page.entries.iter().map(|e| self.token(e)).collect(),
             next_page_token: page.next_after.map(|after| encode_page_token(after, page.arrivals)).unwrap_or_default(),
@@ -150,6 +167,49 @@ impl AdminService {
         })
     }
 }
+
+impl AdminService {
+    async fn update(&self, admin: Admin, req: pb::UpdateRequest) -> Result<pb::UpdateResponse, Status> {
+        let token = req.token.unwrap_or_default();
+        let id = convert::token_id("token.id", &token.id)?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Err(Error::invalid("update_mask", format!("must name at least one of {UPDATABLE}")).into());
+        }
+        let mut update = TokenUpdate::default();
+        for path in &paths {
+            match path.as_str() {
+                "name" => update.name = Some(spec::check_name("name", &token.name)?.to_owned()),
+                "labels" => update.labels = Some(spec::check_labels(token.labels.clone().into_iter().collect())?),
+                "scopes" => update.scopes = Some(spec::check_scopes(token.scopes.clone())?),
+                "expire_time" => {
+                    update.expire_time =
+                        Some(token.expire_time.as_ref().map(|t| convert::time("expire_time", t)).transpose()?);
+                }
+                "allowed_cidrs" => {
+                    update.allowed_cidrs = Some(spec::check_cidrs("allowed_cidrs", &token.allowed_cidrs)?)
+                }
+                other => {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!(
+                            "path {:?} cannot be updated (updatable: {UPDATABLE})",
+                            other.escape_debug().to_string()
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        let entry = self.registry.update(id, update).await?;
+        let r = &entry.record;
+        info!(action = "update", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, paths = ?paths, "token updated");
+        Ok(pb::UpdateResponse { token: Some(self.token(&entry)) })
+    }
+}
+
+/// The paths Update accepts.
+const UPDATABLE: &str = "name, labels, scopes, expire_time, allowed_cidrs";
 
 /// A page token is the id of the last token returned and the index's
 /// arrival position when the page was taken, in hex (64 characters): the

@@ -64,7 +64,23 @@ pub fn token(entry: &Entry, now: Time) -> pb::Token {
         revoke_reason: r.revoke_reason.to_string(),
         rotated_from: r.rotated_from.map(|id| id.to_string()).unwrap_or_default(),
         rotated_to: r.rotated_to.map(|id| id.to_string()).unwrap_or_default(),
+        not_before: r.not_before.map(timestamp),
+        allowed_cidrs: r.allowed_cidrs.iter().map(|c| c.to_string()).collect(),
+        update_time: Some(timestamp(r.update_time)),
     }
+}
+
+/// A time from a request's timestamp field; nanos must be 0-999,999,999
+/// and the time within ±292 years of 1970 (what tokend can represent).
+pub fn time(field: &str, t: &prost_types::Timestamp) -> Result<Time, Error> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "nanos must be 0-999,999,999"));
+    }
+    t.seconds
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos)))
+        .map(Time)
+        .ok_or_else(|| Error::invalid(field, "is out of range (years 1678-2262)"))
 }
 
 #[cfg(test)]
@@ -75,6 +91,16 @@ mod tests {
     fn timestamps_handle_times_before_the_epoch() {
         assert_eq!(timestamp(Time(-1)), prost_types::Timestamp { seconds: -1, nanos: 999_999_999 });
         assert_eq!(timestamp(Time(1_500_000_001)), prost_types::Timestamp { seconds: 1, nanos: 500_000_001 });
+    }
+
+    #[test]
+    fn request_times_are_checked() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(time("t", &ts(1, 5)).unwrap(), Time(1_000_000_005));
+        assert_eq!(time("t", &ts(-1, 999_999_999)).unwrap(), Time(-1));
+        for bad in [ts(0, -1), ts(0, 1_000_000_000), ts(i64::MAX / 1_000_000_000 + 1, 0), ts(i64::MIN, 0)] {
+            assert!(matches!(time("t", &bad), Err(Error::InvalidArgument { field, .. }) if field == "t"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admission;
 pub mod convert;
+pub mod reply;
 pub mod verify;
 pub mod watch;
 

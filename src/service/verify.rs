@@ -3,16 +3,30 @@
 //! Kept apart from the admin plane: no authentication, no logging per call,
 //! and the response carries owner, scopes and labels only for a valid token.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    future::Ready,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    codegen::{Body, BoxFuture, StdError},
+    server::{Grpc, NamedService, UnaryService},
+};
+use tonic_prost::ProstCodec;
 
 use crate::{
     error::Error,
     metrics::Metrics,
-    pb::{self, verify_service_server::VerifyService},
+    pb::{
+        self,
+        verify_service_server::{VerifyService, VerifyServiceServer},
+    },
     service::{
-        convert,
+        reply::VerifyReply,
         watch::{WatchStream, Watchers},
     },
     spec,
@@ -33,6 +47,87 @@ impl VerifyApi {
     pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>, watchers: Watchers) -> VerifyApi {
         VerifyApi { verifier, metrics, watchers }
     }
+
+    /// Verify's answer to `req`.
+    #[inline]
+    fn answer(&self, req: &pb::VerifyRequest) -> Result<VerifyReply, Status> {
+        let started = Instant::now();
+        check_required_scopes(&req.required_scopes)?;
+        let verdict = self.verifier.verify_from(&req.token, &req.required_scopes, &req.client_ip);
+        self.metrics.verify(verdict.outcome, started.elapsed());
+        if verdict.outcome == Outcome::Stale {
+            // Fail closed: no answer is better than a revoked token accepted.
+            return Err(Status::unavailable(
+                "this tokend replica is stale: it has not confirmed it is current with the token store \
+                 within --max-staleness; try another replica",
+            ));
+        }
+        Ok(VerifyReply::new(verdict))
+    }
+}
+
+/// `tokend.v1.VerifyService` as served: Verify answered with a
+/// [`VerifyReply`] encoded straight from the index entry, Watch and RecordUse
+/// by the generated server.
+#[derive(Clone)]
+pub struct VerifyRoutes {
+    api: Arc<VerifyApi>,
+    generated: VerifyServiceServer<VerifyApi>,
+    max_request_bytes: usize,
+}
+
+impl VerifyRoutes {
+    /// The service over `api`, refusing requests over `max_request_bytes`.
+    pub fn new(api: VerifyApi, max_request_bytes: usize) -> VerifyRoutes {
+        let api = Arc::new(api);
+        let generated = VerifyServiceServer::from_arc(api.clone()).max_decoding_message_size(max_request_bytes);
+        VerifyRoutes { api, generated, max_request_bytes }
+    }
+}
+
+impl NamedService for VerifyRoutes {
+    const NAME: &'static str = <VerifyServiceServer<VerifyApi> as NamedService>::NAME;
+}
+
+/// The path of the Verify method.
+const VERIFY_PATH: &str = "/tokend.v1.VerifyService/Verify";
+
+impl<B> tower::Service<http::Request<B>> for VerifyRoutes
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != VERIFY_PATH {
+            return self.generated.call(request);
+        }
+        // As the generated server does for every method, with the reply's codec.
+        let mut grpc = Grpc::new(ProstCodec::<VerifyReply, pb::VerifyRequest>::default())
+            .apply_max_message_size_config(Some(self.max_request_bytes), None);
+        let method = VerifyMethod(self.api.clone());
+        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+    }
+}
+
+/// The Verify method as tonic's unary handler; it never awaits, so its
+/// future is a ready value rather than a boxed one.
+struct VerifyMethod(Arc<VerifyApi>);
+
+impl UnaryService<pb::VerifyRequest> for VerifyMethod {
+    type Response = VerifyReply;
+    type Future = Ready<Result<Response<VerifyReply>, Status>>;
+
+    fn call(&mut self, request: Request<pb::VerifyRequest>) -> Self::Future {
+        std::future::ready(self.0.answer(request.get_ref()).map(Response::new))
+    }
 }
 
 #[tonic::async_trait]
@@ -46,34 +141,9 @@ impl VerifyService for VerifyApi {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
-        let started = Instant::now();
-        let req = request.get_ref();
-        check_required_scopes(&req.required_scopes)?;
-        let verdict = self.verifier.verify(&req.token, &req.required_scopes);
-        self.metrics.verify(verdict.outcome, started.elapsed());
-        if verdict.outcome == Outcome::Stale {
-            // Fail closed: no answer is better than a revoked token accepted.
-            return Err(Status::unavailable(
-                "this tokend replica is stale: it has not confirmed it is current with the token store \
-                 within --max-staleness; try another replica",
-            ));
-        }
-        let mut response = pb::VerifyResponse {
-            valid: verdict.outcome == Outcome::Ok,
-            result: result(verdict.outcome).into(),
-            ..Default::default()
-        };
-        if let Some(entry) = verdict.entry {
-            let r = &entry.record;
-            response.token_id = r.id.to_string();
-            if response.valid {
-                response.owner = r.owner.to_string();
-                response.scopes = r.scopes.to_vec();
-                response.labels = r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                response.expire_time = r.expire_time.map(convert::timestamp);
-            }
-        }
-        Ok(Response::new(response))
+        // Served by `VerifyRoutes`, which encodes the reply without building
+        // this message; kept whole for anyone serving the generated server.
+        self.answer(request.get_ref()).map(|reply| Response::new(reply.to_message()))
     }
 
     async fn record_use(
@@ -109,17 +179,4 @@ fn check_required_scopes(scopes: &[String]) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn result(o: Outcome) -> pb::VerifyResult {
-    match o {
-        Outcome::Ok => pb::VerifyResult::Ok,
-        Outcome::Malformed => pb::VerifyResult::Malformed,
-        Outcome::Unknown => pb::VerifyResult::Unknown,
-        Outcome::Expired => pb::VerifyResult::Expired,
-        Outcome::Revoked => pb::VerifyResult::Revoked,
-        Outcome::InsufficientScope => pb::VerifyResult::InsufficientScope,
-        // Answered as UNAVAILABLE before a result is built.
-        Outcome::Stale => pb::VerifyResult::Unspecified,
-    }
 }

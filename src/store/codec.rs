@@ -8,7 +8,13 @@ use std::{collections::BTreeMap, time::Duration};
 use prost::Message as _;
 
 use super::StoreError;
-use crate::{clock::Time, id::TokenId, record::TokenRecord, token::TokenHash};
+use crate::{
+    cidr::{Allowlist, Cidr},
+    clock::Time,
+    id::TokenId,
+    record::TokenRecord,
+    token::TokenHash,
+};
 
 /// The stored form of a [`TokenRecord`].
 #[derive(Clone, PartialEq, prost::Message)]
@@ -44,6 +50,14 @@ struct StoredToken {
     /// Absent (0) in records written before versions existed.
     #[prost(uint64, tag = "15")]
     version: u64,
+    #[prost(int64, optional, tag = "16")]
+    not_before: Option<i64>,
+    /// Canonical CIDR text, as `Cidr` prints it.
+    #[prost(string, repeated, tag = "17")]
+    allowed_cidrs: Vec<String>,
+    /// Absent in records written before updates existed: the create time.
+    #[prost(int64, optional, tag = "18")]
+    update_time: Option<i64>,
 }
 
 pub(super) fn encode(r: &TokenRecord) -> Vec<u8> {
@@ -63,6 +77,9 @@ pub(super) fn encode(r: &TokenRecord) -> Vec<u8> {
         rotated_from: r.rotated_from.map(|id| id.to_bytes().to_vec()),
         rotated_to: r.rotated_to.map(|id| id.to_bytes().to_vec()),
         version: r.version,
+        not_before: r.not_before.map(|t| t.0),
+        allowed_cidrs: r.allowed_cidrs.iter().map(|c| c.to_string()).collect(),
+        update_time: (r.update_time != r.create_time).then_some(r.update_time.0),
     }
     .encode_to_vec()
 }
@@ -88,6 +105,15 @@ pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<TokenRecord, StoreError
         create_time: Time(s.create_time),
         ttl: s.ttl_nanos.map(Duration::from_nanos),
         expire_time: s.expire_time.map(Time),
+        not_before: s.not_before.map(Time),
+        allowed_cidrs: Allowlist::new(
+            s.allowed_cidrs
+                .iter()
+                .map(|c| c.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(&e.to_string()))?,
+        ),
+        update_time: Time(s.update_time.unwrap_or(s.create_time)),
         revoke_time: s.revoke_time.map(Time),
         revoke_reason: s.revoke_reason.into(),
         rotated_from: s.rotated_from.as_deref().map(id_of).transpose()?,
@@ -114,6 +140,11 @@ mod tests {
         r.ttl = Some(Duration::from_secs(3600));
         r.expire_time = Some(Time(1_700_003_600_000_000_000));
         r.rotated_from = Some(ids.next(Time(0)));
+        assert_eq!(decode(&r.id.to_bytes(), &encode(&r)).unwrap(), r);
+        // The policy fields of issue #12.
+        r.not_before = Some(Time(1_700_000_100_000_000_000));
+        r.allowed_cidrs = Allowlist::new(["10.0.0.0/8", "2001:db8::/32"].map(|c| c.parse().unwrap()));
+        r.update_time = Time(1_700_000_200_000_000_000);
         assert_eq!(decode(&r.id.to_bytes(), &encode(&r)).unwrap(), r);
         assert!(matches!(decode(&[0; 16], &encode(&r)), Err(StoreError::Corrupt { .. })));
         assert!(matches!(decode(&r.id.to_bytes(), b"\xff\xff\xff"), Err(StoreError::Corrupt { .. })));

@@ -111,6 +111,19 @@ impl TestServer {
         VerifyServiceClient::new(self.channel().await)
     }
 
+    /// Stops the server and starts another on its data dir, with the same
+    /// clock and admin token and a config `adjust`ed (a restart).
+    #[allow(dead_code)] // Not every test binary restarts.
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let (clock, admin_token) = (self.clock.clone(), self.admin_token.clone());
+        let dir = self.stop().await;
+        let mut config = Config::new(dir.path());
+        config.clock = clock;
+        config.fsync = false;
+        adjust(&mut config);
+        Self::start_in(dir, config, admin_token).await
+    }
+
     /// Graceful shutdown; returns once the server has flushed and stopped.
     pub async fn stop(mut self) -> Arc<TempDir> {
         self.stop.take().unwrap().send(()).unwrap();
@@ -133,8 +146,7 @@ pub fn issue_request(name: &str, owner: &str, scopes: &[&str]) -> pb::IssueReque
         name: name.into(),
         owner: owner.into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        ttl: None,
-        labels: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -151,6 +163,7 @@ pub async fn verify(client: &mut VerifyServiceClient<Channel>, token: &str, requ
         .verify(pb::VerifyRequest {
             token: token.into(),
             required_scopes: required.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .await
         .expect("verify succeeds as an RPC")
