@@ -1,11 +1,13 @@
 //! In-process verification against an index of 1,000,000 tokens:
-//! a valid token, an unknown one, a malformed one, and the bare parse +
-//! blake3 step. `cargo bench --bench verify`.
+//! a valid token, one with a 16-entry IP allowlist (the address matching
+//! the last entry, the longest scan), an unknown one, a malformed one, and
+//! the bare parse + blake3 step. `cargo bench --bench verify`.
 
 use std::{collections::HashMap, hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokend::{
+    cidr::{Allowlist, Cidr},
     clock::Clock,
     index::Index,
     seed,
@@ -17,10 +19,22 @@ const TOKENS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
     let now = Clock::System.now();
-    let seeded = seed::tokens(TOKENS, 1000, now);
+    let mut seeded = seed::tokens(TOKENS, 1000, now);
+    // Every other kept token (the kept ones are every 1,000th) gets a list
+    // of 15 networks that do not match and one that does, IPv4 and IPv6.
+    let cidrs = (0..15)
+        .map(|i| if i % 2 == 0 { format!("192.0.{i}.0/24") } else { format!("2001:db8:{i}::/48") })
+        .chain(["10.0.0.0/8".to_owned()]);
+    let allowlist = Allowlist::new(cidrs.map(|c| c.parse::<Cidr>().expect("a network")));
+    for (n, record) in seeded.records.iter_mut().enumerate() {
+        if n % 2000 == 1000 {
+            record.allowed_cidrs = allowlist.clone();
+        }
+    }
     let index = Arc::new(Index::load(seeded.records, &HashMap::new()));
     let verifier = Verifier::new(index, Clock::System);
-    let valid: Vec<String> = seeded.secrets.iter().map(|s| s.expose().to_owned()).collect();
+    let kept: Vec<String> = seeded.secrets.iter().map(|s| s.expose().to_owned()).collect();
+    let (valid, listed): (Vec<_>, Vec<_>) = kept.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).unzip();
     let unknown = Secret::generate("tk");
     let mut malformed = valid[0].clone();
     malformed.pop();
@@ -29,6 +43,8 @@ fn bench(c: &mut Criterion) {
     assert_eq!(verifier.verify(&valid[0], &scopes).outcome, Outcome::Ok);
     assert_eq!(verifier.verify(unknown.expose(), &scopes).outcome, Outcome::Unknown);
     assert_eq!(verifier.verify(&malformed, &scopes).outcome, Outcome::Malformed);
+    assert_eq!(verifier.verify_from(&listed[0], &scopes, "10.1.2.3").outcome, Outcome::Ok);
+    assert_eq!(verifier.verify_from(&listed[0], &scopes, "11.1.2.3").outcome, Outcome::IpNotAllowed);
 
     let mut g = c.benchmark_group("verify_1m");
     let mut i = 0usize;
@@ -36,6 +52,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % valid.len();
             black_box(verifier.verify(black_box(&valid[i]), &scopes).outcome)
+        })
+    });
+    let mut j = 0usize;
+    g.bench_function("valid_allowlist_16", |b| {
+        b.iter(|| {
+            j = (j + 1) % listed.len();
+            black_box(verifier.verify_from(black_box(&listed[j]), &scopes, black_box("10.1.2.3")).outcome)
         })
     });
     g.bench_function("unknown", |b| {

@@ -75,9 +75,47 @@ pub enum ClientCommand {
         /// A label `key=value` (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
-        /// Time to live: 30d, 12h, 90m … or 0 for never.
+        /// Time to live: 30d, 12h, 90m … or 0 for never (or the server's
+        /// --default-ttl).
         #[arg(long, default_value = "0", value_parser = parse_duration)]
         ttl: Duration,
+        /// Not valid before this time: 2026-12-01T00:00:00Z, or a duration
+        /// from now (2h, 1d).
+        #[arg(long, value_parser = parse_time)]
+        not_before: Option<prost_types::Timestamp>,
+        /// A network the token may be used from: 10.0.0.0/8, 2001:db8::/32,
+        /// 192.0.2.7 (repeatable; none = anywhere).
+        #[arg(long = "allow")]
+        allowed_cidrs: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Change a token in place: only what the flags name is changed.
+    Update {
+        /// Token id.
+        id: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace all labels with these `key=value` (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Remove every label.
+        #[arg(long, conflicts_with = "labels")]
+        clear_labels: bool,
+        /// Keep only these scopes (repeatable; scopes can only be removed).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Expire at this time (only earlier than now set): an RFC 3339
+        /// time or a duration from now.
+        #[arg(long, value_parser = parse_time)]
+        expire_at: Option<prost_types::Timestamp>,
+        /// Replace the allowlist with these networks (repeatable).
+        #[arg(long = "allow")]
+        allowed_cidrs: Vec<String>,
+        /// Remove the allowlist: usable from anywhere.
+        #[arg(long, conflicts_with = "allowed_cidrs")]
+        clear_allow: bool,
         #[command(flatten)]
         conn: Connection,
     },
@@ -89,6 +127,17 @@ pub enum ClientCommand {
         /// Only tokens with this status.
         #[arg(long, value_enum)]
         status: Option<StatusArg>,
+        /// Only tokens whose name starts with this.
+        #[arg(long)]
+        name_prefix: Option<String>,
+        /// Only tokens not used since this time (never-used included):
+        /// RFC 3339, or a duration ago (90d).
+        #[arg(long, value_parser = parse_past)]
+        unused_since: Option<prost_types::Timestamp>,
+        /// Only tokens expiring before this time: RFC 3339, or a duration
+        /// from now (7d).
+        #[arg(long, value_parser = parse_time)]
+        expiring_before: Option<prost_types::Timestamp>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -126,6 +175,10 @@ pub enum ClientCommand {
         /// A scope the token must grant (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// The address the request came from (for tokens with an
+        /// allowlist).
+        #[arg(long, default_value = "")]
+        client_ip: String,
         #[command(flatten)]
         conn: Connection,
     },
@@ -180,32 +233,69 @@ pub fn run(command: ClientCommand) -> ExitCode {
 
 async fn execute(command: ClientCommand) -> Result<u8, CliError> {
     match command {
-        ClientCommand::Verify { token, scopes, conn } => {
+        ClientCommand::Verify { token, scopes, client_ip, conn } => {
             let token = if token == "-" { read_stdin()? } else { token };
             let mut client = VerifyServiceClient::new(connect(&conn).await?);
-            let r = client
-                .verify(pb::VerifyRequest { token, required_scopes: scopes, ..Default::default() })
-                .await?
-                .into_inner();
+            let r = client.verify(pb::VerifyRequest { token, required_scopes: scopes, client_ip }).await?.into_inner();
             print_verify(&r, conn.output);
             Ok(if r.valid { 0 } else { EXIT_INVALID })
         }
-        ClientCommand::Issue { name, owner, scopes, labels, ttl, conn } => {
+        ClientCommand::Issue { name, owner, scopes, labels, ttl, not_before, allowed_cidrs, conn } => {
             let mut admin = admin(&conn).await?;
             let ttl = (!ttl.is_zero()).then(|| duration(ttl));
-            let req = pb::IssueRequest {
-                name,
-                owner,
-                scopes,
-                ttl,
-                labels: labels.into_iter().collect(),
-                ..Default::default()
-            };
+            let labels = labels.into_iter().collect();
+            let req = pb::IssueRequest { name, owner, scopes, ttl, labels, not_before, allowed_cidrs };
             let r = admin.issue(req).await?.into_inner();
             print_created(&r.secret, r.token.as_ref(), None, conn.output);
             Ok(0)
         }
-        ClientCommand::List { owner, status, conn } => {
+        ClientCommand::Update {
+            id,
+            name,
+            labels,
+            clear_labels,
+            scopes,
+            expire_at,
+            allowed_cidrs,
+            clear_allow,
+            conn,
+        } => {
+            let mut paths = Vec::new();
+            let mut token = pb::Token { id, ..Default::default() };
+            if let Some(name) = name {
+                token.name = name;
+                paths.push("name");
+            }
+            if clear_labels || !labels.is_empty() {
+                token.labels = labels.into_iter().collect();
+                paths.push("labels");
+            }
+            if !scopes.is_empty() {
+                token.scopes = scopes;
+                paths.push("scopes");
+            }
+            if let Some(at) = expire_at {
+                token.expire_time = Some(at);
+                paths.push("expire_time");
+            }
+            if clear_allow || !allowed_cidrs.is_empty() {
+                token.allowed_cidrs = allowed_cidrs;
+                paths.push("allowed_cidrs");
+            }
+            if paths.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to change: give --name, --label, --clear-labels, --scope, --expire-at, --allow or \
+                     --clear-allow"
+                        .into(),
+                ));
+            }
+            let update_mask = Some(prost_types::FieldMask { paths: paths.into_iter().map(String::from).collect() });
+            let req = pb::UpdateRequest { token: Some(token), update_mask };
+            let token = admin(&conn).await?.update(req).await?.into_inner().token;
+            print_token(token.as_ref(), conn.output);
+            Ok(0)
+        }
+        ClientCommand::List { owner, status, name_prefix, unused_since, expiring_before, conn } => {
             let mut admin = admin(&conn).await?;
             let status = status.map_or(pb::TokenStatus::Unspecified, |s| match s {
                 StatusArg::Active => pb::TokenStatus::Active,
@@ -216,6 +306,9 @@ async fn execute(command: ClientCommand) -> Result<u8, CliError> {
                 owner: owner.unwrap_or_default(),
                 status: status.into(),
                 page_size: 1000,
+                name_prefix: name_prefix.unwrap_or_default(),
+                last_used_before: unused_since,
+                expire_before: expiring_before,
                 ..Default::default()
             };
             let mut tokens = Vec::new();
@@ -259,6 +352,57 @@ fn read_stdin() -> Result<String, CliError> {
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// A time given on the command line: RFC 3339 in UTC
+/// (`2026-12-01T00:00:00Z`, fractions allowed), or a duration from now.
+fn parse_time(s: &str) -> Result<prost_types::Timestamp, String> {
+    parse_rfc3339(s).or_else(|| parse_duration(s).ok().map(|d| from_now(d, 1))).ok_or_else(|| {
+        format!("{s:?} is neither an RFC 3339 UTC time (2026-12-01T00:00:00Z) nor a duration from now (2h, 7d)")
+    })
+}
+
+/// [`parse_time`], a duration counting back from now (`90d`: 90 days ago).
+fn parse_past(s: &str) -> Result<prost_types::Timestamp, String> {
+    parse_rfc3339(s)
+        .or_else(|| parse_duration(s).ok().map(|d| from_now(d, -1)))
+        .ok_or_else(|| format!("{s:?} is neither an RFC 3339 UTC time (2026-09-01T00:00:00Z) nor a duration ago (90d)"))
+}
+
+fn from_now(d: Duration, sign: i128) -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let nanos = now.as_nanos() as i128 + sign * d.as_nanos() as i128;
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000) as i64,
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (civil-to-days after H. Hinnant).
+fn parse_rfc3339(s: &str) -> Option<prost_types::Timestamp> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let (time, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let number = |text: &str, len: usize| -> Option<i64> {
+        (text.len() == len && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse().ok()).flatten()
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (number(d.next()?, 4)?, number(d.next()?, 2)?, number(d.next()?, 2)?);
+    let mut t = time.split(':');
+    let (hour, minute, second) = (number(t.next()?, 2)?, number(t.next()?, 2)?, number(t.next()?, 2)?);
+    if d.next().is_some() || t.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos = if fraction.is_empty() { 0 } else { format!("{fraction:0<9}").parse().ok()? };
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, yoe) = (y.div_euclid(400), y.rem_euclid(400));
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(prost_types::Timestamp { seconds: days * 86_400 + hour * 3600 + minute * 60 + second, nanos })
 }
 
 fn duration(d: Duration) -> prost_types::Duration {
@@ -347,6 +491,8 @@ fn token_json(t: &pb::Token) -> Value {
         "last_used_time": opt(t.last_used_time.as_ref()), "revoke_time": opt(t.revoke_time.as_ref()),
         "revoke_reason": empty_null(&t.revoke_reason),
         "rotated_from": empty_null(&t.rotated_from), "rotated_to": empty_null(&t.rotated_to),
+        "not_before": opt(t.not_before.as_ref()), "allowed_cidrs": t.allowed_cidrs,
+        "update_time": opt(t.update_time.as_ref()),
     })
 }
 
@@ -370,6 +516,9 @@ fn print_fields(t: &pb::Token) {
         ("labels", labels.join(" ")),
         ("created", time(t.create_time.as_ref())),
         ("expires", t.expire_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339)),
+        ("not before", time(t.not_before.as_ref())),
+        ("allowed from", t.allowed_cidrs.join(" ")),
+        ("updated", time(t.update_time.filter(|u| Some(*u) != t.create_time).as_ref())),
         ("last used", t.last_used_time.as_ref().map_or_else(|| "never".to_owned(), rfc3339)),
         ("revoked", time(t.revoke_time.as_ref())),
         ("revoke reason", t.revoke_reason.clone()),
@@ -483,6 +632,21 @@ fn print_verify(r: &pb::VerifyResponse, output: Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_parses_what_it_formats() {
+        for seconds in [0, 1_795_305_600, 951_782_400, -86_400, 4_102_444_799] {
+            let t = prost_types::Timestamp { seconds, nanos: 0 };
+            assert_eq!(parse_rfc3339(&rfc3339(&t)), Some(t), "{}", rfc3339(&t));
+        }
+        let t = parse_rfc3339("2026-12-01T00:00:00.25Z").unwrap();
+        assert_eq!((t.seconds, t.nanos), (1_796_083_200, 250_000_000));
+        for bad in ["2026-12-01", "2026-13-01T00:00:00Z", "2026-12-01T24:00:00Z", "2026-12-01T00:00:00+01:00", "x"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(parse_time("2h").unwrap().seconds > parse_past("2h").unwrap().seconds);
+        assert!(parse_time("nonsense").is_err());
+    }
 
     #[test]
     fn rfc3339_formats_utc_dates() {

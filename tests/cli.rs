@@ -153,3 +153,91 @@ async fn the_cli_exit_codes_tell_usage_refusal_and_unreachable_apart() {
     let out = Command::new(BIN).args(["verify", "x", "--server", "http://127.0.0.1:1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_issues_updates_lists_and_verifies_with_the_policy_fields() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token.clone();
+    let issued = json(
+        &cli(
+            &server,
+            &admin,
+            &[
+                "issue",
+                "--name",
+                "ci-net",
+                "--owner",
+                "team-p",
+                "--scope",
+                "a",
+                "--scope",
+                "b",
+                "--allow",
+                "10.0.0.0/8",
+                "--allow",
+                "2001:DB8::/32",
+                "--not-before",
+                "2026-11-22T00:00:00Z",
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    );
+    let (secret, id) =
+        (issued["secret"].as_str().unwrap().to_owned(), issued["token"]["id"].as_str().unwrap().to_owned());
+    assert_eq!(issued["token"]["allowed_cidrs"], serde_json::json!(["10.0.0.0/8", "2001:db8::/32"]));
+    assert_eq!(issued["token"]["not_before"], "2026-11-22T00:00:00Z");
+
+    let inside = cli(&server, &admin, &["verify", &secret, "--client-ip", "10.1.2.3", "--output", "json"]).await;
+    assert_eq!(json(&inside)["result"], "ok");
+    let outside = cli(&server, &admin, &["verify", &secret, "--client-ip", "11.1.2.3", "--output", "json"]).await;
+    assert_eq!(outside.status.code(), Some(1));
+    assert!(stdout(&outside).contains("ip_not_allowed"), "{}", stdout(&outside));
+
+    let updated = json(
+        &cli(
+            &server,
+            &admin,
+            &[
+                "update",
+                &id,
+                "--name",
+                "ci-open",
+                "--scope",
+                "a",
+                "--clear-allow",
+                "--expire-at",
+                "2026-11-23T00:00:00Z",
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(updated["name"], "ci-open");
+    assert_eq!(updated["scopes"], serde_json::json!(["a"]));
+    assert_eq!(updated["allowed_cidrs"], serde_json::json!([]));
+    assert_eq!(updated["expire_time"], "2026-11-23T00:00:00Z");
+    let refused = cli(&server, &admin, &["update", &id, "--scope", "c"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("scopes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!cli(&server, &admin, &["update", &id]).await.status.success(), "nothing to change is a usage error");
+
+    let listed = json(
+        &cli(
+            &server,
+            &admin,
+            &["list", "--name-prefix", "ci-", "--expiring-before", "2026-11-24T00:00:00Z", "--output", "json"],
+        )
+        .await,
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    let none = json(&cli(&server, &admin, &["list", "--name-prefix", "deploy-", "--output", "json"]).await);
+    assert_eq!(none.as_array().unwrap().len(), 0);
+}

@@ -182,11 +182,13 @@ impl AdminService {
                 "name" => update.name = Some(spec::check_name("name", &token.name)?.to_owned()),
                 "labels" => update.labels = Some(spec::check_labels(token.labels.clone().into_iter().collect())?),
                 "scopes" => update.scopes = Some(spec::check_scopes(token.scopes.clone())?),
-                "expire_time" => {
+                // The JSON mapping's lowerCamelCase, for clients that send
+                // a mask as written in JSON.
+                "expire_time" | "expireTime" => {
                     update.expire_time =
                         Some(token.expire_time.as_ref().map(|t| convert::time("expire_time", t)).transpose()?);
                 }
-                "allowed_cidrs" => {
+                "allowed_cidrs" | "allowedCidrs" => {
                     update.allowed_cidrs = Some(spec::check_cidrs("allowed_cidrs", &token.allowed_cidrs)?)
                 }
                 other => {
