@@ -7,7 +7,7 @@ use std::{collections::HashMap, hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokend::{
-    cidr::{Allowlist, Cidr},
+    cidr::{Allowlist, Cidr, Client},
     clock::Clock,
     index::Index,
     seed,
@@ -43,8 +43,8 @@ fn bench(c: &mut Criterion) {
     assert_eq!(verifier.verify(&valid[0], &scopes).outcome, Outcome::Ok);
     assert_eq!(verifier.verify(unknown.expose(), &scopes).outcome, Outcome::Unknown);
     assert_eq!(verifier.verify(&malformed, &scopes).outcome, Outcome::Malformed);
-    assert_eq!(verifier.verify_from(&listed[0], &scopes, "10.1.2.3").outcome, Outcome::Ok);
-    assert_eq!(verifier.verify_from(&listed[0], &scopes, "11.1.2.3").outcome, Outcome::IpNotAllowed);
+    assert_eq!(verifier.verify_from(&listed[0], &scopes, Client::Reported("10.1.2.3")).outcome, Outcome::Ok);
+    assert_eq!(verifier.verify_from(&listed[0], &scopes, Client::Reported("11.1.2.3")).outcome, Outcome::IpNotAllowed);
 
     let mut g = c.benchmark_group("verify_1m");
     let mut i = 0usize;
@@ -58,7 +58,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("valid_allowlist_16", |b| {
         b.iter(|| {
             j = (j + 1) % listed.len();
-            black_box(verifier.verify_from(black_box(&listed[j]), &scopes, black_box("10.1.2.3")).outcome)
+            black_box(
+                verifier.verify_from(black_box(&listed[j]), &scopes, Client::Reported(black_box("10.1.2.3"))).outcome,
+            )
         })
     });
     g.bench_function("unknown", |b| {

@@ -15,6 +15,7 @@ use std::{net::IpAddr, sync::Arc};
 use tonic::{Code, Request, Status, metadata::MetadataMap, service::Interceptor};
 
 use crate::{
+    cidr::Client,
     id::TokenId,
     record::ADMIN_SCOPE,
     verify::{Outcome, Verifier},
@@ -54,8 +55,7 @@ impl AdminAuth {
             tracing::warn!(reason = "not_ascii", "admin call refused");
             return Err(Status::unauthenticated("authorization metadata is not valid ASCII"));
         };
-        let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
-        let verdict = self.verifier.verify_from(value, &[ADMIN_SCOPE], &peer);
+        let verdict = self.verifier.verify_from(value, &[ADMIN_SCOPE], peer.map_or(Client::Unknown, Client::Peer));
         let token_id = verdict.entry.as_ref().map(|e| e.record.id);
         let (code, reason, message) = match (verdict.outcome, token_id) {
             (Outcome::Ok, Some(token_id)) => return Ok(Admin { token_id }),

@@ -148,20 +148,38 @@ impl Allowlist {
         self.0.as_deref().unwrap_or_default().iter().copied()
     }
 
-    /// Whether a request from `client_ip` (as a sibling reported it) may use
-    /// the token: always with an empty list; otherwise only when it is an
-    /// address (or `address:port`) inside one entry.
+    /// Whether a request from `client` may use the token: always with an
+    /// empty list; otherwise only when its address is inside one entry.
     #[inline]
-    pub fn allows(&self, client_ip: &str) -> bool {
+    pub fn allows(&self, client: Client<'_>) -> bool {
         let Some(cidrs) = &self.0 else { return true };
-        parse_client_ip(client_ip).is_some_and(|ip| cidrs.iter().any(|c| c.contains(ip)))
+        client.ip().is_some_and(|ip| cidrs.iter().any(|c| c.contains(ip)))
     }
 }
 
-/// The address a sibling saw: a bare address, or a socket address as
-/// `1.2.3.4:5678` or `[2001:db8::1]:443` (what many proxies pass on).
-pub fn parse_client_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<IpAddr>().ok().or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+/// Where a request came from, as far as an allowlist is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client<'a> {
+    /// Nobody said: a token with an allowlist is refused.
+    Unknown,
+    /// The address a sibling saw, as it reported it (`VerifyRequest.client_ip`):
+    /// a bare address, or a socket address as `1.2.3.4:5678` or
+    /// `[2001:db8::1]:443` (what many proxies pass on). Parsed only when a
+    /// token has an allowlist, so Verify of any other token never reads it.
+    Reported(&'a str),
+    /// The peer address of the connection (the admin plane's caller).
+    Peer(IpAddr),
+}
+
+impl Client<'_> {
+    /// The address, if there is a well-formed one.
+    fn ip(self) -> Option<IpAddr> {
+        match self {
+            Client::Unknown => None,
+            Client::Reported(s) => s.parse::<IpAddr>().ok().or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip())),
+            Client::Peer(ip) => Some(ip),
+        }
+    }
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it maps.
@@ -220,29 +238,39 @@ mod tests {
     fn addresses_match_their_networks_only() {
         let list = Allowlist::new([cidr("10.0.0.0/8"), cidr("2001:db8::/32"), cidr("192.0.2.7")]);
         for inside in ["10.0.0.1", "10.255.255.255", "2001:db8::1", "2001:db8:ffff::", "192.0.2.7"] {
-            assert!(list.allows(inside), "{inside}");
+            assert!(list.allows(Client::Reported(inside)), "{inside}");
         }
         for outside in ["11.0.0.1", "9.255.255.255", "2001:db9::1", "192.0.2.8", "::1", ""] {
-            assert!(!list.allows(outside), "{outside}");
+            assert!(!list.allows(Client::Reported(outside)), "{outside}");
         }
         // Mapped IPv6 addresses match IPv4 entries; socket addresses are read.
-        assert!(list.allows("::ffff:10.1.2.3"));
-        assert!(!list.allows("::ffff:11.1.2.3"));
-        assert!(list.allows("10.1.2.3:5678"));
-        assert!(list.allows("[2001:db8::5]:443"));
-        assert!(!list.allows("not an address"));
+        assert!(list.allows(Client::Reported("::ffff:10.1.2.3")));
+        assert!(!list.allows(Client::Reported("::ffff:11.1.2.3")));
+        assert!(list.allows(Client::Reported("10.1.2.3:5678")));
+        assert!(list.allows(Client::Reported("[2001:db8::5]:443")));
+        assert!(!list.allows(Client::Reported("not an address")));
         // An IPv4 entry does not match a (non-mapped) IPv6 address and back.
-        assert!(!Allowlist::new([cidr("0.0.0.0/0")]).allows("2001:db8::1"));
-        assert!(!Allowlist::new([cidr("::/0")]).allows("10.0.0.1"));
-        assert!(Allowlist::new([cidr("0.0.0.0/0")]).allows("::ffff:1.2.3.4"));
+        assert!(!Allowlist::new([cidr("0.0.0.0/0")]).allows(Client::Reported("2001:db8::1")));
+        assert!(!Allowlist::new([cidr("::/0")]).allows(Client::Reported("10.0.0.1")));
+        assert!(Allowlist::new([cidr("0.0.0.0/0")]).allows(Client::Reported("::ffff:1.2.3.4")));
+    }
+
+    #[test]
+    fn a_peer_address_is_matched_without_text_and_an_unknown_one_never() {
+        let list = Allowlist::new([cidr("10.0.0.0/8")]);
+        assert!(list.allows(Client::Peer("10.1.2.3".parse().unwrap())));
+        assert!(list.allows(Client::Peer("::ffff:10.1.2.3".parse().unwrap())));
+        assert!(!list.allows(Client::Peer("11.1.2.3".parse().unwrap())));
+        assert!(!list.allows(Client::Unknown));
+        assert!(Allowlist::new([]).allows(Client::Unknown));
     }
 
     #[test]
     fn an_empty_list_allows_any_address_even_none() {
         let list = Allowlist::new([]);
         assert!(list.is_empty());
-        assert!(list.allows(""));
-        assert!(list.allows("garbage"));
+        assert!(list.allows(Client::Reported("")));
+        assert!(list.allows(Client::Reported("garbage")));
     }
 
     #[test]

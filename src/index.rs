@@ -149,19 +149,38 @@ pub struct Arrivals {
     pub seen: u64,
 }
 
-/// Filters for [`Index::list`].
-#[derive(Debug, Clone, Copy)]
-pub struct ListQuery<'a> {
+/// What List filters by; every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
     /// Only this owner's tokens.
-    pub owner: Option<&'a str>,
-    /// Only tokens with this status at `now`.
+    pub owner: Option<String>,
+    /// Only tokens with this status at the query's `now`.
     pub status: Option<Status>,
     /// Only tokens whose name starts with this.
-    pub name_prefix: Option<&'a str>,
+    pub name_prefix: Option<String>,
     /// Only tokens not used since this time (never-used ones included).
     pub last_used_before: Option<Time>,
-    /// Only tokens that expire before this time.
+    /// Only tokens that expire before this time (never-expiring ones
+    /// excluded).
     pub expire_before: Option<Time>,
+}
+
+impl ListFilter {
+    fn matches(&self, e: &Entry, now: Time) -> bool {
+        let r = &e.record;
+        self.owner.as_deref().is_none_or(|o| *r.owner == *o)
+            && self.status.is_none_or(|s| r.status_at(now) == s)
+            && self.name_prefix.as_deref().is_none_or(|p| r.name.starts_with(p))
+            && self.last_used_before.is_none_or(|t| e.last_used().is_none_or(|used| used < t))
+            && self.expire_before.is_none_or(|t| r.expire_time.is_some_and(|exp| exp < t))
+    }
+}
+
+/// One page of [`Index::list`].
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// Which tokens.
+    pub filter: &'a ListFilter,
     /// Start after this id.
     pub after: Option<TokenId>,
     /// Include tokens that arrived behind `after` since this position.
@@ -170,23 +189,6 @@ pub struct ListQuery<'a> {
     pub limit: usize,
     /// The time statuses are judged at.
     pub now: Time,
-}
-
-impl ListQuery<'_> {
-    /// Every token, judged at `now`, in pages of 100.
-    pub fn all(now: Time) -> ListQuery<'static> {
-        ListQuery {
-            owner: None,
-            status: None,
-            name_prefix: None,
-            last_used_before: None,
-            expire_before: None,
-            after: None,
-            late_since: None,
-            limit: 100,
-            now,
-        }
-    }
 }
 
 /// The in-memory token set.
@@ -384,14 +386,7 @@ impl Index {
     pub fn list(&self, q: ListQuery<'_>) -> Page {
         let admin = read(&self.admin);
         let now_at = Arrivals { instance: self.instance, seen: admin.arrivals };
-        let wanted = |e: &&Arc<Entry>| {
-            let r = &e.record;
-            q.owner.is_none_or(|o| *r.owner == *o)
-                && q.status.is_none_or(|s| r.status_at(q.now) == s)
-                && q.name_prefix.is_none_or(|p| r.name.starts_with(p))
-                && q.last_used_before.is_none_or(|t| e.last_used().is_none_or(|used| used < t))
-                && q.expire_before.is_none_or(|t| r.expire_time.is_some_and(|exp| exp < t))
-        };
+        let wanted = |e: &&Arc<Entry>| q.filter.matches(e, q.now);
         // Late arrivals behind the cursor since the previous page.
         let mut late: Vec<(u64, Arc<Entry>)> = match (q.after, q.late_since) {
             (Some(after), Some(since)) if since.instance == self.instance => admin
@@ -412,7 +407,7 @@ impl Index {
         }
         let room = q.limit - late.len();
         let lower = q.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut entries: Vec<Arc<Entry>> = match q.owner {
+        let mut entries: Vec<Arc<Entry>> = match q.filter.owner.as_deref() {
             Some(owner) => match admin.by_owner.get(owner) {
                 Some(ids) => ids
                     .range((lower, Bound::Unbounded))
@@ -555,7 +550,8 @@ mod tests {
         let late = [1, 2, 3, 5];
         let on_time: Vec<_> = (0..12).filter(|i| !late.contains(i)).map(|i| Change::Put(all[i].clone())).collect();
         index.apply(&on_time);
-        let q = ListQuery { owner: Some("a"), limit: 2, ..ListQuery::all(Time(2)) };
+        let filter = ListFilter { owner: Some("a".into()), ..Default::default() };
+        let q = ListQuery { filter: &filter, after: None, late_since: None, limit: 2, now: Time(2) };
         let seen = page_through(&index, q, |page| {
             if page == 2 {
                 // After the second page (cursor past 6): all four arrive,
@@ -588,7 +584,8 @@ mod tests {
             all.push(r.clone());
             index.apply(&[Change::Put(r)]);
         }
-        let q = ListQuery { limit: 4, ..ListQuery::all(Time(2)) };
+        let everything = ListFilter::default();
+        let q = ListQuery { filter: &everything, after: None, late_since: None, limit: 4, now: Time(2) };
         let p1 = index.list(q);
         assert_eq!(p1.entries.len(), 4);
         let p2 = index.list(ListQuery { after: p1.next_after, ..q });
@@ -598,7 +595,8 @@ mod tests {
         let seen: Vec<TokenId> = [p1, p2, p3].iter().flat_map(|p| p.entries.iter().map(|e| e.record.id)).collect();
         assert_eq!(seen, all.iter().map(|r| r.id).collect::<Vec<_>>());
 
-        let even_active = index.list(ListQuery { owner: Some("even"), status: Some(Status::Active), limit: 100, ..q });
+        let filter = ListFilter { owner: Some("even".into()), status: Some(Status::Active), ..Default::default() };
+        let even_active = index.list(ListQuery { filter: &filter, limit: 100, ..q });
         assert_eq!(even_active.entries.len(), 3); // 2, 4, 8
         assert_eq!(index.count_active("even", Time(2)), 3);
         assert_eq!(index.count_active("nobody", Time(2)), 0);
@@ -624,22 +622,27 @@ mod tests {
         for (i, at) in [(0, 10), (3, 10), (1, 50)] {
             index.touch(&index.lookup(&all[i].hash).unwrap(), Time(at * 1_000_000_000));
         }
-        let names = |q: ListQuery<'_>| -> Vec<String> {
-            page_through(&index, ListQuery { limit: 1, ..q }, |_| {})
+        let names = |filter: ListFilter| -> Vec<String> {
+            let q = ListQuery { filter: &filter, after: None, late_since: None, limit: 1, now: Time(0) };
+            page_through(&index, q, |_| {})
                 .into_iter()
                 .map(|id| index.get(id).unwrap().record.name.to_string())
                 .collect()
         };
-        let q = ListQuery::all(Time(0));
-        assert_eq!(names(ListQuery { name_prefix: Some("ci-"), ..q }), ["ci-0", "ci-1", "ci-2"]);
-        assert_eq!(names(ListQuery { name_prefix: Some("CI"), ..q }), Vec::<String>::new());
+        let prefix = |p: &str| ListFilter { name_prefix: Some(p.into()), ..Default::default() };
+        assert_eq!(names(prefix("ci-")), ["ci-0", "ci-1", "ci-2"]);
+        assert_eq!(names(prefix("CI")), Vec::<String>::new());
         // Not used since 20 s: the never-used 2, 4, 5 and 0, 3 (used at 10 s).
-        let stale = names(ListQuery { last_used_before: Some(Time(20_000_000_000)), ..q });
+        let stale = names(ListFilter { last_used_before: Some(Time(20_000_000_000)), ..Default::default() });
         assert_eq!(stale, ["ci-0", "ci-2", "deploy-3", "deploy-4", "deploy-5"]);
         // Expiring before 104: tokens 0 and 2 (never-expiring ones excluded).
-        assert_eq!(names(ListQuery { expire_before: Some(Time(104)), ..q }), ["ci-0", "ci-2"]);
+        assert_eq!(names(ListFilter { expire_before: Some(Time(104)), ..Default::default() }), ["ci-0", "ci-2"]);
         // Combined with each other.
-        let combined = ListQuery { name_prefix: Some("deploy-"), last_used_before: Some(Time(20_000_000_000)), ..q };
-        assert_eq!(names(ListQuery { expire_before: Some(Time(1_000)), ..combined }), ["deploy-4"]);
+        let combined = ListFilter {
+            last_used_before: Some(Time(20_000_000_000)),
+            expire_before: Some(Time(1_000)),
+            ..prefix("deploy-")
+        };
+        assert_eq!(names(combined), ["deploy-4"]);
     }
 }

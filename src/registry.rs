@@ -31,7 +31,7 @@ use crate::{
     commit::{Committer, FlushObserver},
     error::Error,
     id::{IdGenerator, TokenId},
-    index::{Arrivals, Entry, Index, ListQuery, Page},
+    index::{Arrivals, Entry, Index, ListFilter, ListQuery, Page},
     record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
     spec::{TokenSpec, TtlPolicy},
     store::{OwnerQuota, Store, StoreError},
@@ -181,17 +181,7 @@ impl Registry {
     ) -> Result<Page, Error> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            this.index.list(ListQuery {
-                owner: filter.owner.as_deref(),
-                status: filter.status,
-                name_prefix: filter.name_prefix.as_deref(),
-                last_used_before: filter.last_used_before,
-                expire_before: filter.expire_before,
-                after,
-                late_since,
-                limit,
-                now: this.clock.now(),
-            })
+            this.index.list(ListQuery { filter: &filter, after, late_since, limit, now: this.clock.now() })
         })
         .await
         .map_err(task_failed)
@@ -463,21 +453,6 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// What List filters by; every filter given must match.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only this owner's tokens.
-    pub owner: Option<String>,
-    /// Only tokens with this status now.
-    pub status: Option<Status>,
-    /// Only tokens whose name starts with this.
-    pub name_prefix: Option<String>,
-    /// Only tokens not used since then (never-used ones included).
-    pub last_used_before: Option<Time>,
-    /// Only tokens that expire before then (never-expiring ones excluded).
-    pub expire_before: Option<Time>,
 }
 
 /// What an Update changes: each field present is replaced. Checked

@@ -114,6 +114,11 @@ impl TtlPolicy {
     /// The policy of `--max-ttl max` and `--default-ttl default` (zero =
     /// unset); a default longer than the max is refused, naming both flags.
     pub fn new(max: Duration, default: Duration) -> Result<TtlPolicy, String> {
+        for (flag, d) in [("--max-ttl", max), ("--default-ttl", default)] {
+            if d > MAX_DURATION {
+                return Err(format!("{flag} {d:?} is longer than 100 years, the longest ttl a token may have"));
+            }
+        }
         let (max, default) = ((!max.is_zero()).then_some(max), (!default.is_zero()).then_some(default));
         if let (Some(max), Some(default)) = (max, default)
             && default > max
@@ -168,9 +173,8 @@ pub fn check_cidrs(field: &str, cidrs: &[String]) -> Result<Allowlist, Error> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            c.parse::<Cidr>().map_err(|e| {
-                Error::invalid(format!("{field}[{i}]"), format!("{:?}: {e}", c.escape_debug().to_string()))
-            })
+            // `{c:?}` quotes and escapes the entry: it may hold control characters.
+            c.parse::<Cidr>().map_err(|e| Error::invalid(format!("{field}[{i}]"), format!("{c:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Allowlist::new(parsed))
@@ -303,6 +307,9 @@ mod tests {
         assert_eq!(default_only.issue_ttl(Some(400 * day)).unwrap(), Some(400 * day));
         let err = TtlPolicy::new(day, 2 * day).unwrap_err();
         assert!(err.contains("--default-ttl") && err.contains("--max-ttl"), "{err}");
+        let too_long = MAX_DURATION + Duration::from_secs(1);
+        assert!(TtlPolicy::new(Duration::ZERO, too_long).unwrap_err().contains("--default-ttl"));
+        assert!(TtlPolicy::new(too_long, Duration::ZERO).unwrap_err().contains("--max-ttl"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::{
+    cidr::Client,
     clock::Clock,
     feed::Freshness,
     index::{Entry, Index},
@@ -91,15 +92,14 @@ impl Verifier {
     /// from an unknown address: a token with an IP allowlist is refused.
     #[inline]
     pub fn verify<S: AsRef<str>>(&self, presented: &str, required: &[S]) -> Verdict {
-        self.verify_from(presented, required, "")
+        self.verify_from(presented, required, Client::Unknown)
     }
 
     /// Verifies `presented` (a bare token or a `Bearer …` header value),
-    /// presented from `client_ip` (as the caller reports it; see
-    /// `cidr::parse_client_ip`), and checks that it grants every scope in
+    /// presented by `client`, and checks that it grants every scope in
     /// `required`. A valid token's last-used time is updated.
     #[inline]
-    pub fn verify_from<S: AsRef<str>>(&self, presented: &str, required: &[S], client_ip: &str) -> Verdict {
+    pub fn verify_from<S: AsRef<str>>(&self, presented: &str, required: &[S], client: Client<'_>) -> Verdict {
         if self.is_stale() {
             return Verdict::without_entry(Outcome::Stale);
         }
@@ -114,7 +114,7 @@ impl Verifier {
             Status::Revoked => Outcome::Revoked,
             Status::Expired => Outcome::Expired,
             Status::Active if !entry.record.has_started(now) => Outcome::NotYetValid,
-            Status::Active if !entry.record.allowed_cidrs.allows(client_ip) => Outcome::IpNotAllowed,
+            Status::Active if !entry.record.allowed_cidrs.allows(client) => Outcome::IpNotAllowed,
             Status::Active if !entry.record.has_scopes(required) => Outcome::InsufficientScope,
             Status::Active => {
                 self.index.touch(&entry, now);

@@ -82,6 +82,8 @@ fn bad_configuration_exits_non_zero_naming_the_value() {
         (&["--shutdown-grace", "soon"], "--shutdown-grace"),
         (&["--store-cache-mb", "0"], "--store-cache-mb"),
         (&["--bootstrap-token-file", "/nonexistent/token"], "/nonexistent/token"),
+        (&["--max-ttl", "1h", "--default-ttl", "2h"], "--default-ttl"),
+        (&["--max-ttl", "1h", "--default-ttl", "2h"], "--max-ttl"),
     ];
     for (args, needle) in cases {
         let out = Command::new(BIN).args(["serve", "--data-dir"]).arg(dir.path()).args(*args).output().unwrap();

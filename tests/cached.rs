@@ -464,3 +464,34 @@ async fn connecting_fails_clearly_and_the_verifier_is_shareable() {
     assert!(matches!(err, client::Error::Connect { .. }) && text.contains(&closed.to_string()), "{text}");
     let _: &dyn std::error::Error = &err;
 }
+
+/// Answers given for a client address are not cached: a token with an
+/// allowlist is asked about on every call and answered for that address,
+/// and a token cached from a call without one answers any address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_for_a_client_address_are_not_cached() {
+    let server = heartbeat_server(|_| {}).await;
+    let mut admin = server.admin().await;
+    let listed = pb::IssueRequest { allowed_cidrs: vec!["10.0.0.0/8".into()], ..issue_request("net", "o", &[]) };
+    let listed = admin.issue(listed).await.unwrap().into_inner().secret;
+    let open = issue(&mut admin, "open", "o", &[]).await.secret;
+    let verifier = cached(server.addr, options()).await;
+    let from = |token: &str, ip: &str| client::VerifyRequest {
+        token: token.into(),
+        client_ip: ip.into(),
+        ..Default::default()
+    };
+
+    for _ in 0..2 {
+        assert!(verifier.verify(from(&listed, "10.1.2.3")).await.unwrap().valid);
+    }
+    assert_eq!(verifier.stats().hits, 0, "an answer for one address is never reused");
+    let elsewhere = verifier.verify(from(&listed, "11.1.2.3")).await.unwrap();
+    assert_eq!(result(&elsewhere), client::VerifyResult::IpNotAllowed);
+    assert_eq!(result(&verifier.check(&listed, &[]).await.unwrap()), client::VerifyResult::IpNotAllowed);
+
+    assert!(verifier.check(&open, &[]).await.unwrap().valid);
+    let misses = verifier.stats().misses;
+    assert!(verifier.verify(from(&open, "203.0.113.9")).await.unwrap().valid);
+    assert_eq!((verifier.stats().hits, verifier.stats().misses), (1, misses), "valid from anywhere: a hit");
+}

@@ -132,8 +132,19 @@ async fn client(channel: Channel, admin: String, model: Arc<Mutex<Model>>, stop:
     }
 }
 
+/// Every call has a deadline: a call queued on the channel while the killed
+/// server's connection is being re-established could otherwise wait for as
+/// long as tonic keeps retrying (seen once: a client did not stop within
+/// 30 s of the kill). A call past its deadline is an unknown outcome, which
+/// the model already allows for.
 async fn connect(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Checks every acknowledged fact and the consistency of what is stored.

@@ -329,6 +329,29 @@ async fn update_changes_what_the_mask_names_and_verify_sees_it_at_once() {
     assert!(verify(&mut server.verifier().await, &issued.secret, &[]).await.valid);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_pushed_to_watch_streams() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let issued = issue(&mut admin, "t", "o", &["a", "b"]).await;
+    let mut stream = server.verifier().await.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.reset);
+    let change = pb::Token { id: id(&issued), scopes: vec!["a".into()], ..Default::default() };
+    admin.update(update(change, &["scopes"])).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = stream.message().await.unwrap().unwrap();
+            if !m.changes.is_empty() {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the update is pushed");
+    assert_eq!(pushed.changes.iter().map(|c| c.token_id.as_str()).collect::<Vec<_>>(), [id(&issued)]);
+}
+
 #[tokio::test]
 async fn update_refuses_each_broken_rule_naming_the_path() {
     let server = TestServer::start().await;

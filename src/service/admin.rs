@@ -15,10 +15,10 @@ use crate::{
     conn::Peer,
     error::Error,
     id::TokenId,
-    index::Arrivals,
+    index::{Arrivals, ListFilter},
     metrics::{Metrics, Rpc},
     pb::{self, token_service_server::TokenService},
-    registry::{ListFilter, Registry, TokenUpdate},
+    registry::{Registry, TokenUpdate},
     service::convert,
     spec::{self, TokenSpec},
 };
@@ -194,10 +194,7 @@ impl AdminService {
                 other => {
                     return Err(Error::invalid(
                         "update_mask",
-                        format!(
-                            "path {:?} cannot be updated (updatable: {UPDATABLE})",
-                            other.escape_debug().to_string()
-                        ),
+                        format!("path {other:?} cannot be updated (updatable: {UPDATABLE})"),
                     )
                     .into());
                 }

@@ -19,6 +19,7 @@ use tonic::{
 use tonic_prost::ProstCodec;
 
 use crate::{
+    cidr::Client,
     error::Error,
     metrics::Metrics,
     pb::{
@@ -53,7 +54,7 @@ impl VerifyApi {
     fn answer(&self, req: &pb::VerifyRequest) -> Result<VerifyReply, Status> {
         let started = Instant::now();
         check_required_scopes(&req.required_scopes)?;
-        let verdict = self.verifier.verify_from(&req.token, &req.required_scopes, &req.client_ip);
+        let verdict = self.verifier.verify_from(&req.token, &req.required_scopes, Client::Reported(&req.client_ip));
         self.metrics.verify(verdict.outcome, started.elapsed());
         if verdict.outcome == Outcome::Stale {
             // Fail closed: no answer is better than a revoked token accepted.
