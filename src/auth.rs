@@ -1,10 +1,11 @@
 //! Admin authentication for TokenService, and the client-side bearer header.
 //!
 //! The caller presents `authorization: Bearer <token>`; the token must verify
-//! (through the same hot path sibling services use) and carry the reserved
-//! scope `tokend.admin`. The admin's identity is returned for the audit log.
-//! Refusals are logged with the reason and, when the token is known, its id —
-//! never the presented value.
+//! (through the same hot path sibling services use) and carry a reserved
+//! scope allowing the call (see `access`). The caller's identity and access
+//! are returned for the access checks and the audit trail. Refusals are
+//! logged with the reason and, when the token is known, its id — never the
+//! presented value.
 //!
 //! It runs at the start of each admin handler rather than as an interceptor,
 //! so a refusal is counted in the metrics under the RPC it refused (an
@@ -15,17 +16,30 @@ use std::{net::IpAddr, sync::Arc};
 use tonic::{Code, Request, Status, metadata::MetadataMap, service::Interceptor};
 
 use crate::{
+    access::{Access, Actor},
     cidr::Client,
     id::TokenId,
-    record::ADMIN_SCOPE,
     verify::{Outcome, Verifier},
 };
 
-/// The authenticated admin behind a TokenService call.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin {
-    /// Id of the admin token used.
-    pub token_id: TokenId,
+/// What a call needs of the caller's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Get, List, ListAuditEvents.
+    Read,
+    /// Issue, Revoke, Rotate, Update.
+    Write,
+}
+
+/// A refused call.
+#[derive(Debug)]
+pub struct Refused {
+    /// The answer.
+    pub status: Status,
+    /// The presented token, when it verified but may not make the call (or
+    /// not from this address): its holder is accountable, so the refusal is
+    /// audited. `None` for an unauthenticated caller.
+    pub actor: Option<TokenId>,
 }
 
 /// Authenticates admin calls.
@@ -42,26 +56,47 @@ impl AdminAuth {
 }
 
 impl AdminAuth {
-    /// The admin presenting `metadata`'s authorization header, or the
-    /// UNAUTHENTICATED / PERMISSION_DENIED status to answer with.
-    /// `peer` is the caller's address: an admin token with an IP allowlist
-    /// works only from inside it.
-    pub fn authenticate(&self, metadata: &MetadataMap, peer: Option<IpAddr>) -> Result<Admin, Status> {
+    /// The caller presenting `metadata`'s authorization header, if its
+    /// token allows a call that `needs` this, or the UNAUTHENTICATED /
+    /// PERMISSION_DENIED refusal to answer with. `peer` is the caller's
+    /// address: an admin token with an IP allowlist works only from inside
+    /// it.
+    pub fn authenticate(&self, metadata: &MetadataMap, peer: Option<IpAddr>, needs: Need) -> Result<Actor, Refused> {
+        let anonymous = |status| Refused { status, actor: None };
         let Some(value) = metadata.get("authorization") else {
             tracing::warn!(reason = "missing", "admin call refused");
-            return Err(Status::unauthenticated("missing authorization metadata (expected \"Bearer <admin token>\")"));
+            return Err(anonymous(Status::unauthenticated(
+                "missing authorization metadata (expected \"Bearer <admin token>\")",
+            )));
         };
         let Ok(value) = value.to_str() else {
             tracing::warn!(reason = "not_ascii", "admin call refused");
-            return Err(Status::unauthenticated("authorization metadata is not valid ASCII"));
+            return Err(anonymous(Status::unauthenticated("authorization metadata is not valid ASCII")));
         };
-        let verdict = self.verifier.verify_from(value, &[ADMIN_SCOPE], peer.map_or(Client::Unknown, Client::Peer));
+        let verdict = self.verifier.verify_from::<&str>(value, &[], peer.map_or(Client::Unknown, Client::Peer));
         let token_id = verdict.entry.as_ref().map(|e| e.record.id);
+        let access = match (&verdict.outcome, &verdict.entry) {
+            (Outcome::Ok, Some(entry)) => Access::of_scopes(entry.record.scopes.iter()),
+            _ => Access::default(),
+        };
         let (code, reason, message) = match (verdict.outcome, token_id) {
-            (Outcome::Ok, Some(token_id)) => return Ok(Admin { token_id }),
-            (Outcome::InsufficientScope, _) => {
-                (Code::PermissionDenied, "insufficient_scope", "admin calls need a token with the tokend.admin scope")
-            }
+            (Outcome::Ok, Some(_)) if access.is_none() => (
+                Code::PermissionDenied,
+                "insufficient_scope",
+                "admin calls need a token with a tokend.admin or tokend.read scope",
+            ),
+            (Outcome::Ok, Some(_)) if needs == Need::Write && access.write.is_nothing() => (
+                Code::PermissionDenied,
+                "read_only",
+                "this call needs a token with a tokend.admin scope (tokend.read only reads)",
+            ),
+            (Outcome::Ok, Some(token_id)) => return Ok(Actor { token_id, access, peer }),
+            // Not asked for (no scope was required); answered as above.
+            (Outcome::InsufficientScope, _) => (
+                Code::PermissionDenied,
+                "insufficient_scope",
+                "admin calls need a token with a tokend.admin or tokend.read scope",
+            ),
             (Outcome::Expired, _) => (Code::Unauthenticated, "expired", "admin token has expired"),
             (Outcome::Stale, _) => {
                 (Code::Unavailable, "stale", "this replica is not current with the token store; try another")
@@ -78,7 +113,9 @@ impl AdminAuth {
             Some(id) => tracing::warn!(reason, token_id = %id, "admin call refused"),
             None => tracing::warn!(reason, "admin call refused"),
         }
-        Err(Status::new(code, message))
+        // Accountable: the token verified, from here or elsewhere.
+        let actor = token_id.filter(|_| code == Code::PermissionDenied);
+        Err(Refused { status: Status::new(code, message), actor })
     }
 }
 

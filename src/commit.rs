@@ -152,8 +152,19 @@ mod tests {
         fn load(&self, _: &mut dyn FnMut(crate::record::TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
             Ok(false)
         }
-        fn apply(&self, _: &[Change], _: Option<crate::store::OwnerQuota<'_>>) -> Result<(), StoreError> {
-            Ok(())
+        fn apply(
+            &self,
+            _: &[Change],
+            _: Option<&crate::audit::Draft>,
+            _: Option<crate::store::OwnerQuota<'_>>,
+        ) -> Result<Option<crate::audit::Event>, StoreError> {
+            Ok(None)
+        }
+        fn audit_page(&self, _: &crate::audit::Filter, _: u64, _: usize) -> Result<crate::audit::Page, StoreError> {
+            Ok(Default::default())
+        }
+        fn audit_raw(&self, _: u64, _: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
         }
         fn fetch(&self, _: TokenId) -> Result<Option<crate::record::TokenRecord>, StoreError> {
             Ok(None)

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_DEFAULT_TTL", default_value = "0", value_parser = parse_duration)]
     pub default_ttl: Duration,
 
+    /// Also append every audit event to this file, one JSON line each
+    /// (protobuf's JSON mapping of AuditEvent), for log shippers.
+    #[arg(long, env = "TOKEND_AUDIT_LOG_FILE")]
+    pub audit_log_file: Option<PathBuf>,
+
     /// How often last-used times are written to disk (e.g. 5s, 1m).
     #[arg(long, env = "TOKEND_LAST_USED_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     pub last_used_flush_interval: Duration,
@@ -259,6 +264,7 @@ impl ServeArgs {
         config.max_tokens_per_owner = self.max_tokens_per_owner;
         config.ttl_policy = TtlPolicy::new(self.max_ttl, self.default_ttl)?;
         config.last_used_flush_interval = self.last_used_flush_interval;
+        config.audit_log_file = self.audit_log_file;
         config.shutdown_grace = self.shutdown_grace;
         config.bootstrap_token = bootstrap_token;
         config.max_request_bytes = self.max_request_bytes as usize;

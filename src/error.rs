@@ -17,6 +17,9 @@ pub enum Error {
     /// The token is not in a state that allows the operation.
     #[error("token {id} {why}")]
     FailedPrecondition { id: TokenId, why: &'static str },
+    /// The caller's admin token does not allow this (see `access`).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The owner already holds the maximum number of active tokens.
     #[error("owner already has {limit} active tokens (--max-tokens-per-owner)")]
     QuotaExceeded { limit: u32 },

@@ -163,10 +163,17 @@ pub struct ListFilter {
     /// Only tokens that expire before this time (never-expiring ones
     /// excluded).
     pub expire_before: Option<Time>,
+    /// Only tokens of these owners (a caller limited to several owners).
+    pub within: Option<Vec<Arc<str>>>,
 }
 
 impl ListFilter {
     fn matches(&self, e: &Entry, now: Time) -> bool {
+        if let Some(within) = &self.within
+            && !within.iter().any(|o| **o == *e.record.owner)
+        {
+            return false;
+        }
         let r = &e.record;
         self.owner.as_deref().is_none_or(|o| *r.owner == *o)
             && self.status.is_none_or(|s| r.status_at(now) == s)

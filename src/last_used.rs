@@ -71,8 +71,12 @@ mod tests {
     }
 
     fn registry(store: Arc<dyn Store>, index: Arc<Index>) -> Arc<Registry> {
-        let options =
-            RegistryOptions { token_prefix: "tk".into(), max_tokens_per_owner: 0, ttl_policy: Default::default() };
+        let options = RegistryOptions {
+            token_prefix: "tk".into(),
+            max_tokens_per_owner: 0,
+            ttl_policy: Default::default(),
+            audit_log: None,
+        };
         Arc::new(Registry::new(store, index, Clock::manual(Time(0)), options, Box::new(|_| {})))
     }
 
@@ -87,7 +91,7 @@ mod tests {
         let expected: Vec<_> = {
             let (store, index) = open(dir.path());
             let changes: Vec<_> = records.iter().cloned().map(Change::Put).collect();
-            store.apply(&changes, None).unwrap();
+            store.apply(&changes, None, None).unwrap();
             index.apply(&changes);
             let registry = registry(store, index.clone());
             for (i, r) in records.iter().enumerate() {

@@ -9,11 +9,13 @@
 //!   caps connections and times their handshake, [`limits`] holds every
 //!   limit, `service::admission` sheds and times admin calls.
 //! * [`service`] is the gRPC layer: validation, protobuf conversion, error
-//!   mapping. [`auth`] authenticates the admin plane.
+//!   mapping. [`auth`] authenticates the admin plane; [`access`] says what
+//!   each admin token may do there.
 //! * The domain: [`verify`] (the hot path), [`registry`] (the admin rules),
 //!   [`index`] (the in-memory token set), [`token`] (the token format and
 //!   the only code that sees secrets), [`record`], [`change`], [`spec`],
-//!   [`id`], [`clock`], [`error`]. [`feed`] keeps the index current with a
+//!   [`id`], [`clock`], [`error`]; [`audit`] is the hash-chained trail of
+//!   admin calls. [`feed`] keeps the index current with a
 //!   shared store and fails closed when it cannot; [`watch`] numbers the
 //!   changes the index applies, for siblings' caches.
 //! * [`store`] is the storage layer, one backend per file or folder (sled in
@@ -27,6 +29,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod change;
 pub mod cidr;

@@ -4,8 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{cidr::Allowlist, clock::Time, id::TokenId, token::TokenHash};
 
-/// The reserved scope that grants the admin plane (TokenService).
-pub const ADMIN_SCOPE: &str = "tokend.admin";
+pub use crate::access::ADMIN_SCOPE;
 
 /// Revoke reason recorded when a rotation with no grace period revokes the
 /// previous token.
@@ -137,6 +136,11 @@ impl Scopes {
     /// Whether both share one allocation (the index interns scope sets).
     pub fn shares_allocation(&self, other: &Scopes) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The scopes separated by single spaces (scopes hold no spaces).
+    pub fn joined(&self) -> String {
+        self.0.join(" ")
     }
 
     /// Owned copies, for a protobuf message.

@@ -1,5 +1,9 @@
-//! The rules of the admin plane: issue, get, list, revoke, rotate, and the
-//! bootstrap of the first admin token.
+//! The rules of the admin plane: issue, get, list, revoke, rotate, update,
+//! the bootstrap of the first admin token, who may do which (`access`), and
+//! the audit trail (`audit`).
+//!
+//! Every change carries its audit event into the same store batch, so an
+//! acknowledged change always has its event; refusals are appended alone.
 //!
 //! Every mutation runs the same three steps:
 //!
@@ -26,13 +30,15 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
+    access::{Actor, Reach, is_reserved},
+    audit::{self, Draft},
     change::Change,
     clock::{Clock, Time},
     commit::{Committer, FlushObserver},
     error::Error,
     id::{IdGenerator, TokenId},
     index::{Arrivals, Entry, Index, ListFilter, ListQuery, Page},
-    record::{ADMIN_SCOPE, ROTATED_REASON, Status, TokenRecord},
+    record::{ROTATED_REASON, Status, TokenRecord},
     spec::{TokenSpec, TtlPolicy},
     store::{OwnerQuota, Store, StoreError},
     token::{Secret, TokenHash},
@@ -47,6 +53,9 @@ pub struct RegistryOptions {
     pub max_tokens_per_owner: u32,
     /// `--max-ttl` and `--default-ttl`.
     pub ttl_policy: TtlPolicy,
+    /// `--audit-log-file`: where each audit event is also written, once
+    /// its change is durable.
+    pub audit_log: Option<Arc<audit::LogFile>>,
 }
 
 /// A token created by Issue or Rotate: the only time its secret exists.
@@ -114,7 +123,7 @@ impl Registry {
         let spec = TokenSpec {
             name: "bootstrap-admin".into(),
             owner: "tokend".into(),
-            scopes: vec![ADMIN_SCOPE.into()],
+            scopes: vec![crate::access::ADMIN_SCOPE.into()],
             labels: Default::default(),
             // The policy's --max-ttl does not apply: an expiring bootstrap
             // token would lock the operator out of the admin plane.
@@ -126,9 +135,13 @@ impl Registry {
         let secret = given.unwrap_or_else(|| Secret::generate(&self.options.token_prefix));
         let (hash, hint) = (secret.hash(), secret.hint());
         let token = self
-            .write(move |this| {
-                let record = this.new_record(hash, hint.clone(), spec.clone(), this.clock.now(), None);
-                match this.write_locked(vec![Change::Put(record.clone()), Change::Bootstrapped], None) {
+            .write(move |this, sealed| {
+                let now = this.clock.now();
+                let record = this.new_record(hash, hint.clone(), spec.clone(), now, None);
+                let draft = Draft { target_id: Some(record.id), ..Draft::ok(now, "bootstrap", None, &record.owner) }
+                    .with_record(&record);
+                let changes = vec![Change::Put(record.clone()), Change::Bootstrapped];
+                match this.write_locked(changes, Some(draft), None, sealed) {
                     // Another replica sharing the store was first: its token
                     // is the one, and this start shows no banner.
                     Err(Error::Store(StoreError::AlreadyBootstrapped)) => Ok(None),
@@ -139,13 +152,28 @@ impl Registry {
         Ok(token.filter(|_| generated).map(|token| Created { secret, token }))
     }
 
-    /// Issues a new token, under the expiry policy.
-    pub async fn issue(self: &Arc<Self>, mut spec: TokenSpec) -> Result<Created, Error> {
+    /// Issues a new token, under the expiry policy, if `actor` may write
+    /// the owner's tokens and hand out the scopes.
+    pub async fn issue(self: &Arc<Self>, mut spec: TokenSpec, actor: &Actor) -> Result<Created, Error> {
+        if !actor.access.write.covers(&spec.owner) {
+            return Err(Error::PermissionDenied(format!(
+                "this admin token may not issue tokens for owner {:?}",
+                spec.owner
+            )));
+        }
+        if let Some(scope) = spec.scopes.iter().find(|s| is_reserved(s))
+            && !actor.access.is_full_admin()
+        {
+            return Err(Error::PermissionDenied(format!(
+                "only a tokend.admin token may grant the reserved scope {scope:?}"
+            )));
+        }
         spec.ttl = self.options.ttl_policy.issue_ttl(spec.ttl)?;
+        let actor = actor.clone();
         let secret = Secret::generate(&self.options.token_prefix);
         let (hash, hint) = (secret.hash(), secret.hint());
         let token = self
-            .write(move |this| {
+            .write(move |this, sealed| {
                 let now = this.clock.now();
                 let limit = this.options.max_tokens_per_owner;
                 if limit > 0 && this.index.count_active(&spec.owner, now) >= limit as usize {
@@ -158,16 +186,17 @@ impl Registry {
                 }
                 let quota = (limit > 0).then_some(OwnerQuota { owner: &spec.owner, limit, now });
                 let record = this.new_record(hash, hint.clone(), spec.clone(), now, None);
-                this.write_locked(vec![Change::Put(record.clone())], quota)?;
+                let draft = this.draft(&actor, "issue", &record).with_record(&record);
+                this.write_locked(vec![Change::Put(record.clone())], Some(draft), quota, sealed)?;
                 this.entry(record.id)
             })
             .await?;
         Ok(Created { secret, token })
     }
 
-    /// One token.
-    pub fn get(&self, id: TokenId) -> Result<Arc<Entry>, Error> {
-        self.entry(id)
+    /// One token, if `reach` covers it (else, as if there were none).
+    pub fn get(&self, id: TokenId, reach: &Reach) -> Result<Arc<Entry>, Error> {
+        self.entry_within(id, reach)
     }
 
     /// One page of tokens (see [`Index::list`]). On the blocking pool: with a
@@ -189,20 +218,23 @@ impl Registry {
 
     /// Revokes a token. Idempotent: a revoked token keeps its first revoke
     /// time and reason.
-    pub async fn revoke(self: &Arc<Self>, id: TokenId, reason: String) -> Result<Arc<Entry>, Error> {
+    pub async fn revoke(self: &Arc<Self>, id: TokenId, reason: String, actor: &Actor) -> Result<Arc<Entry>, Error> {
         // Even a repeated revoke waits for a flush (`write` always does): the
         // first may not be durable yet, and an OK must never acknowledge a
-        // change a crash could undo.
-        self.write(move |this| {
-            let current = this.entry(id)?;
+        // change a crash could undo. It is audited too: the call was made.
+        let actor = actor.clone();
+        self.write(move |this, sealed| {
+            let current = this.entry_within(id, &actor.access.write)?;
+            let draft = this.draft(&actor, "revoke", &current.record);
             if current.record.revoke_time.is_some() {
+                this.write_locked(vec![], Some(draft.with("already_revoked", "true")), None, sealed)?;
                 return Ok(current);
             }
             let now = this.clock.now();
             let mut record = current.record.revised_at(now);
             record.revoke_time = Some(now);
             record.revoke_reason = reason.as_str().into();
-            this.write_locked(vec![Change::Put(record)], None)?;
+            this.write_locked(vec![Change::Put(record)], Some(draft.with("reason", reason.as_str())), None, sealed)?;
             this.entry(id)
         })
         .await
@@ -215,13 +247,16 @@ impl Registry {
         self: &Arc<Self>,
         id: TokenId,
         grace: Option<Duration>,
+        actor: &Actor,
     ) -> Result<(Created, Arc<Entry>), Error> {
         let secret = Secret::generate(&self.options.token_prefix);
         let (hash, hint) = (secret.hash(), secret.hint());
+        let actor = actor.clone();
         let (token, previous) = self
-            .write(move |this| {
+            .write(move |this, sealed| {
                 let now = this.clock.now();
-                let old = this.entry(id)?;
+                let old = this.entry_within(id, &actor.access.write)?;
+                this.may_keep_scopes(&actor, old.record.scopes.iter(), "rotate")?;
                 match old.record.status_at(now) {
                     Status::Revoked => return Err(Error::FailedPrecondition { id, why: "is revoked" }),
                     Status::Expired => return Err(Error::FailedPrecondition { id, why: "has expired" }),
@@ -257,7 +292,12 @@ impl Registry {
                         old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
                     }
                 }
-                this.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)], None)?;
+                let mut draft = this.draft(&actor, "rotate", &old.record).with("new_id", new.id.to_string());
+                draft = draft.with("grace_period", format!("{}s", grace.unwrap_or_default().as_secs_f64()));
+                if let Some(t) = old_record.expire_time.filter(|_| grace.is_some()) {
+                    draft = draft.with("expire_time", audit::time_text(t));
+                }
+                this.write_locked(vec![Change::Put(new.clone()), Change::Put(old_record)], Some(draft), None, sealed)?;
                 Ok((this.entry(new.id)?, this.entry(id)?))
             })
             .await?;
@@ -267,11 +307,21 @@ impl Registry {
     /// Changes a token's name, labels, scopes, expiry or allowlist (see
     /// [`TokenUpdate`] for the rules). Verify sees the change before this
     /// returns.
-    pub async fn update(self: &Arc<Self>, id: TokenId, update: TokenUpdate) -> Result<Arc<Entry>, Error> {
-        self.write(move |this| {
+    pub async fn update(
+        self: &Arc<Self>,
+        id: TokenId,
+        update: TokenUpdate,
+        actor: &Actor,
+    ) -> Result<Arc<Entry>, Error> {
+        let actor = actor.clone();
+        self.write(move |this, sealed| {
             let now = this.clock.now();
-            let current = this.entry(id)?;
+            let current = this.entry_within(id, &actor.access.write)?;
             let old = &current.record;
+            match &update.scopes {
+                Some(scopes) => this.may_keep_scopes(&actor, scopes.iter().map(String::as_str), "update")?,
+                None => this.may_keep_scopes(&actor, old.scopes.iter(), "update")?,
+            }
             if old.revoke_time.is_some() {
                 return Err(Error::FailedPrecondition { id, why: "is revoked" });
             }
@@ -316,7 +366,9 @@ impl Registry {
             if let Some(cidrs) = &update.allowed_cidrs {
                 record.allowed_cidrs = cidrs.clone();
             }
-            this.write_locked(vec![Change::Put(record)], None)?;
+            let draft = this.draft(&actor, "update", old);
+            let draft = update.describe(draft, &record);
+            this.write_locked(vec![Change::Put(record)], Some(draft), None, sealed)?;
             this.entry(id)
         })
         .await
@@ -367,17 +419,18 @@ impl Registry {
     /// rotated and answers FAILED_PRECONDITION).
     async fn write<T: Send + 'static>(
         self: &Arc<Self>,
-        step: impl Fn(&Registry) -> Result<T, Error> + Send + 'static,
+        step: impl Fn(&Registry, &mut Vec<audit::Event>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         let this = self.clone();
-        let value = tokio::task::spawn_blocking(move || {
+        let (value, sealed) = tokio::task::spawn_blocking(move || {
+            let mut sealed = Vec::new();
             // A store that decides the rules in its transactions needs no
             // process-wide order; holding the mutex across a database commit
             // would cap a replica at one transaction at a time.
             let _guard = (!this.store.decides_rules()).then(|| this.lock());
             let mut conflicts = 0;
-            loop {
-                let result = step(&this);
+            let value = loop {
+                let result = step(&this, &mut sealed);
                 // A conflict: another replica wrote the token first. Not found:
                 // issued through another replica a moment ago, before the feed
                 // brought it here. Either way the store has the last word.
@@ -395,14 +448,63 @@ impl Registry {
                     }
                     _ => break result,
                 }
-            }
+            }?;
+            Ok::<_, Error>((value, sealed))
         })
         .await
         .map_err(task_failed)??;
         if !self.store.writes_are_durable() {
             self.committer.sync().await?;
         }
+        if let Some(log) = &self.options.audit_log {
+            log.append(&sealed);
+        }
         Ok(value)
+    }
+
+    /// Appends the audit event of a refused admin call (durably, like a
+    /// change: the refusal is answered after it).
+    pub async fn audit_refusal(self: &Arc<Self>, draft: Draft) -> Result<(), Error> {
+        self.write(move |this, sealed| this.write_locked(vec![], Some(draft.clone()), None, sealed)).await
+    }
+
+    /// One page of audit events after `after` (see [`Store::audit_page`]).
+    pub async fn audit_page(
+        self: &Arc<Self>,
+        filter: audit::Filter,
+        after: u64,
+        limit: usize,
+    ) -> Result<audit::Page, Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.store.audit_page(&filter, after, limit))
+            .await
+            .map_err(task_failed)?
+            .map_err(Error::Store)
+    }
+
+    /// A draft of `action` by `actor` on the token `target`.
+    fn draft(&self, actor: &Actor, action: &'static str, target: &TokenRecord) -> Draft {
+        Draft {
+            target_id: Some(target.id),
+            ..Draft::ok(self.clock.now(), action, Some((actor.token_id, actor.peer)), &target.owner)
+        }
+    }
+
+    /// A token carrying reserved scopes is a full admin's to rotate or
+    /// update: an admin limited to some owners could otherwise mint or
+    /// widen admin tokens. (It may still revoke one.)
+    fn may_keep_scopes<'a>(
+        &self,
+        actor: &Actor,
+        mut scopes: impl Iterator<Item = &'a str>,
+        action: &str,
+    ) -> Result<(), Error> {
+        match scopes.find(|s| is_reserved(s)) {
+            Some(scope) if !actor.access.is_full_admin() => Err(Error::PermissionDenied(format!(
+                "only a tokend.admin token may {action} a token carrying the reserved scope {scope:?}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn new_record(
@@ -437,17 +539,31 @@ impl Registry {
 
     /// Store first, then index: if the store refuses, nothing changed. A
     /// quota the store decided is the same refusal as the index's.
-    fn write_locked(&self, changes: Vec<Change>, quota: Option<OwnerQuota<'_>>) -> Result<(), Error> {
-        self.store.apply(&changes, quota).map_err(|e| match e {
+    /// `sealed` collects the audit event as the store sealed it.
+    fn write_locked(
+        &self,
+        changes: Vec<Change>,
+        draft: Option<Draft>,
+        quota: Option<OwnerQuota<'_>>,
+        sealed: &mut Vec<audit::Event>,
+    ) -> Result<(), Error> {
+        let event = self.store.apply(&changes, draft.as_ref(), quota).map_err(|e| match e {
             StoreError::QuotaExceeded { limit } => Error::QuotaExceeded { limit },
             other => Error::Store(other),
         })?;
+        sealed.extend(event);
         self.index.apply(&changes);
         Ok(())
     }
 
     fn entry(&self, id: TokenId) -> Result<Arc<Entry>, Error> {
         self.index.get(id).ok_or(Error::NotFound(id))
+    }
+
+    /// [`Registry::entry`] for a caller who may only see `reach`: another
+    /// owner's token is not found, so its existence is not revealed.
+    fn entry_within(&self, id: TokenId, reach: &Reach) -> Result<Arc<Entry>, Error> {
+        self.entry(id).and_then(|e| if reach.covers(&e.record.owner) { Ok(e) } else { Err(Error::NotFound(id)) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -472,6 +588,34 @@ pub struct TokenUpdate {
     pub expire_time: Option<Option<Time>>,
     /// A new allowlist.
     pub allowed_cidrs: Option<crate::cidr::Allowlist>,
+}
+
+impl TokenUpdate {
+    /// Adds what this update changed, as `record` now has it, to `draft`.
+    fn describe(&self, mut draft: Draft, record: &TokenRecord) -> Draft {
+        let mut paths = Vec::new();
+        if self.name.is_some() {
+            paths.push("name");
+            draft = draft.with("name", &*record.name);
+        }
+        if self.labels.is_some() {
+            paths.push("labels");
+            draft = draft.with_labels(&record.labels);
+        }
+        if self.scopes.is_some() {
+            paths.push("scopes");
+            draft = draft.with("scopes", record.scopes.joined());
+        }
+        if self.expire_time.is_some() {
+            paths.push("expire_time");
+            draft = draft.with("expire_time", record.expire_time.map(audit::time_text).unwrap_or_default());
+        }
+        if self.allowed_cidrs.is_some() {
+            paths.push("allowed_cidrs");
+            draft = draft.with("allowed_cidrs", audit::cidrs_text(&record.allowed_cidrs));
+        }
+        draft.with("update_mask", paths.join(","))
+    }
 }
 
 /// How often one write re-decides after conflicting with another replica's.

@@ -69,9 +69,9 @@ pub fn store(dir: &Path, n: usize, keep_every: usize, now: Time) -> Result<Vec<S
     let (records, secrets) = with_admin(n, keep_every, now);
     for chunk in records.chunks(10_000) {
         let changes: Vec<Change> = chunk.iter().cloned().map(Change::Put).collect();
-        store.apply(&changes, None)?;
+        store.apply(&changes, None, None)?;
     }
-    store.apply(&[Change::Bootstrapped], None)?;
+    store.apply(&[Change::Bootstrapped], None, None)?;
     store.flush()?;
     Ok(secrets)
 }

@@ -67,6 +67,8 @@ pub struct Config {
     pub watch_heartbeat: Duration,
     /// Connection, stream, deadline and admission limits.
     pub limits: Limits,
+    /// `--audit-log-file`: also append each audit event here, as JSON.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 /// PEM files for TLS.
@@ -124,6 +126,7 @@ impl Config {
             tls: None,
             watch_heartbeat: Duration::from_secs(1),
             limits: Limits::default(),
+            audit_log_file: None,
         }
     }
 }
@@ -206,6 +209,13 @@ impl Tokend {
             ))
         })?;
         let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let audit_log = match &config.audit_log_file {
+            Some(path) => Some(Arc::new(
+                crate::audit::LogFile::open(path)
+                    .map_err(|e| StartError::Config(format!("--audit-log-file {}: {e}", path.display())))?,
+            )),
+            None => None,
+        };
         let Opened { store, bootstrapped, index, feed } = open_store(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let flush_metrics = metrics.clone();
@@ -217,6 +227,7 @@ impl Tokend {
                 token_prefix: config.token_prefix.clone(),
                 max_tokens_per_owner: config.max_tokens_per_owner,
                 ttl_policy: config.ttl_policy,
+                audit_log,
             },
             Box::new(move |elapsed| flush_metrics.flush(elapsed)),
         ));

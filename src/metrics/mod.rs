@@ -58,10 +58,13 @@ pub enum Rpc {
     Verify,
     /// TokenService/Update.
     Update,
+    /// TokenService/ListAuditEvents.
+    ListAuditEvents,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 7] = [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify, Rpc::Update];
+    const ALL: [Rpc; 8] =
+        [Rpc::Issue, Rpc::Get, Rpc::List, Rpc::Revoke, Rpc::Rotate, Rpc::Verify, Rpc::Update, Rpc::ListAuditEvents];
 
     /// The admin RPC a request path names (`/tokend.v1.TokenService/Issue`).
     pub fn of_admin_path(path: &str) -> Option<Rpc> {
@@ -78,6 +81,21 @@ impl Rpc {
             Rpc::Rotate => "Rotate",
             Rpc::Verify => "Verify",
             Rpc::Update => "Update",
+            Rpc::ListAuditEvents => "ListAuditEvents",
+        }
+    }
+
+    /// The audit trail's name for the call: the RPC's name in lower case.
+    pub fn action(self) -> &'static str {
+        match self {
+            Rpc::Issue => "issue",
+            Rpc::Get => "get",
+            Rpc::List => "list",
+            Rpc::Revoke => "revoke",
+            Rpc::Rotate => "rotate",
+            Rpc::Verify => "verify",
+            Rpc::Update => "update",
+            Rpc::ListAuditEvents => "listauditevents",
         }
     }
 }

@@ -1,17 +1,20 @@
 //! `tokend.v1.TokenService`: the admin plane's gRPC adapter.
 //!
-//! Each RPC validates and converts its request, calls the [`Registry`], and
-//! writes one audit line naming the token, its owner and the acting admin
-//! token. Each call is authenticated first (`auth::AdminAuth`) and counted
-//! in the metrics, refusals included.
+//! Each RPC validates and converts its request, calls the [`Registry`]
+//! (which decides what the caller's access allows and appends the audit
+//! event of a change), and logs one line naming the token, its owner and
+//! the acting admin token. Each call is authenticated first
+//! (`auth::AdminAuth`), counted in the metrics, refusals included, and,
+//! when an authenticated caller is refused, audited (`service::audit`).
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::info;
 
 use crate::{
-    auth::{Admin, AdminAuth},
+    access::{Actor, Reach},
+    auth::{AdminAuth, Need, Refused},
     conn::Peer,
     error::Error,
     id::TokenId,
@@ -19,7 +22,10 @@ use crate::{
     metrics::{Metrics, Rpc},
     pb::{self, token_service_server::TokenService},
     registry::{Registry, TokenUpdate},
-    service::convert,
+    service::{
+        audit::{self, Subject},
+        code_name, convert,
+    },
     spec::{self, TokenSpec},
 };
 
@@ -49,73 +55,138 @@ impl AdminService {
 #[tonic::async_trait]
 impl TokenService for AdminService {
     async fn issue(&self, request: Request<pb::IssueRequest>) -> Result<Response<pb::IssueResponse>, Status> {
-        self.call(Rpc::Issue, request, |admin, req| self.issue(admin, req)).await
+        self.call(Rpc::Issue, Need::Write, request, |actor, req| self.issue(actor, req)).await
     }
 
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        self.call(Rpc::Get, request, |_, req| async move { self.get(req) }).await
+        self.call(Rpc::Get, Need::Read, request, |actor, req| async move { self.get(&actor, req) }).await
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        self.call(Rpc::List, request, |_, req| self.list(req)).await
+        self.call(Rpc::List, Need::Read, request, |actor, req| self.list(actor, req)).await
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
-        self.call(Rpc::Revoke, request, |admin, req| self.revoke(admin, req)).await
+        self.call(Rpc::Revoke, Need::Write, request, |actor, req| self.revoke(actor, req)).await
     }
 
     async fn rotate(&self, request: Request<pb::RotateRequest>) -> Result<Response<pb::RotateResponse>, Status> {
-        self.call(Rpc::Rotate, request, |admin, req| self.rotate(admin, req)).await
+        self.call(Rpc::Rotate, Need::Write, request, |actor, req| self.rotate(actor, req)).await
     }
 
     async fn update(&self, request: Request<pb::UpdateRequest>) -> Result<Response<pb::UpdateResponse>, Status> {
-        self.call(Rpc::Update, request, |admin, req| self.update(admin, req)).await
+        self.call(Rpc::Update, Need::Write, request, |actor, req| self.update(actor, req)).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        self.call(Rpc::ListAuditEvents, Need::Read, request, |actor, req| {
+            audit::list_events(&self.registry, actor, req)
+        })
+        .await
     }
 }
 
 impl AdminService {
-    /// Authenticates, runs `handler`, and records the call's status code and
-    /// latency — refusals included — under `rpc`.
-    async fn call<Req, Resp, Fut>(
+    /// Authenticates, runs `handler`, audits a refusal of an authenticated
+    /// caller, and records the call's status code and latency — refusals
+    /// included — under `rpc`.
+    async fn call<Req: Subject, Resp, Fut>(
         &self,
         rpc: Rpc,
+        needs: Need,
         request: Request<Req>,
-        handler: impl FnOnce(Admin, Req) -> Fut,
+        handler: impl FnOnce(Actor, Req) -> Fut,
     ) -> Result<Response<Resp>, Status>
     where
         Fut: Future<Output = Result<Resp, Status>>,
     {
         let started = Instant::now();
         let peer = request.extensions().get::<Peer>().map(|p| p.remote_addr.ip());
-        let result = match self.auth.authenticate(request.metadata(), peer) {
-            Ok(admin) => handler(admin, request.into_inner()).await,
-            Err(refused) => Err(refused),
+        let result = match self.auth.authenticate(request.metadata(), peer, needs) {
+            Ok(actor) => {
+                let req = request.into_inner();
+                let subject = req.subject();
+                let actor_id = actor.token_id;
+                let result = handler(actor, req).await;
+                if let Err(status) = &result {
+                    self.audit_refusal(rpc, actor_id, peer, subject, status).await;
+                }
+                result
+            }
+            Err(Refused { status, actor }) => {
+                if let Some(actor_id) = actor {
+                    self.audit_refusal(rpc, actor_id, peer, request.get_ref().subject(), &status).await;
+                }
+                Err(status)
+            }
         };
-        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.metrics.admin(rpc, code, started.elapsed());
         result.map(Response::new)
     }
 
-    async fn issue(&self, admin: Admin, req: pb::IssueRequest) -> Result<pb::IssueResponse, Status> {
+    /// Appends the audit event of a refused call, for the codes that say
+    /// "not you" or "not this" (PERMISSION_DENIED, NOT_FOUND,
+    /// FAILED_PRECONDITION, RESOURCE_EXHAUSTED, INVALID_ARGUMENT) — not for
+    /// the server's own trouble (UNAVAILABLE, INTERNAL), which the caller
+    /// did not cause. The call is answered after the event is durable; if it
+    /// cannot be written, the refusal stands and the failure is logged.
+    async fn audit_refusal(
+        &self,
+        rpc: Rpc,
+        actor_id: TokenId,
+        peer: Option<IpAddr>,
+        subject: audit::Target,
+        status: &Status,
+    ) {
+        if !audit::is_audited(status.code()) {
+            return;
+        }
+        let draft =
+            subject.draft(&self.registry, rpc.action(), actor_id, peer, code_name(status.code()), status.message());
+        if let Err(e) = self.registry.audit_refusal(draft).await {
+            tracing::error!(error = %e, rpc = rpc.action(), "cannot append the audit event of a refused call");
+        }
+    }
+
+    async fn issue(&self, admin: Actor, req: pb::IssueRequest) -> Result<pb::IssueResponse, Status> {
         let ttl = convert::duration("ttl", req.ttl.as_ref())?;
         let mut spec = TokenSpec::new(req.name, req.owner, req.scopes, req.labels.into_iter().collect(), ttl)?;
         spec.not_before = req.not_before.as_ref().map(|t| convert::time("not_before", t)).transpose()?;
         spec.allowed_cidrs = spec::check_cidrs("allowed_cidrs", &req.allowed_cidrs)?;
-        let created = self.registry.issue(spec).await?;
+        let created = self.registry.issue(spec, &admin).await?;
         let r = &created.token.record;
         info!(action = "issue", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token issued");
         Ok(pb::IssueResponse { secret: created.secret.expose().to_owned(), token: Some(self.token(&created.token)) })
     }
 
-    fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+    fn get(&self, actor: &Actor, req: pb::GetRequest) -> Result<pb::GetResponse, Status> {
         let id = convert::token_id("id", &req.id)?;
-        let entry = self.registry.get(id)?;
+        let entry = self.registry.get(id, &actor.access.read)?;
         Ok(pb::GetResponse { token: Some(self.token(&entry)) })
     }
 
-    async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
+    async fn list(&self, actor: Actor, mut req: pb::ListRequest) -> Result<pb::ListResponse, Status> {
         if req.owner.len() > spec::MAX_NAME_BYTES {
             return Err(Error::invalid("owner", format!("must be at most {} bytes", spec::MAX_NAME_BYTES)).into());
+        }
+        // A caller limited to some owners lists theirs: another owner named
+        // is refused, none named means theirs.
+        let mut within = None;
+        match &actor.access.read {
+            Reach::All => {}
+            _ if !req.owner.is_empty() && !actor.access.read.covers(&req.owner) => {
+                return Err(Error::PermissionDenied(format!(
+                    "this admin token may not list tokens of owner {:?}",
+                    req.owner
+                ))
+                .into());
+            }
+            Reach::Owners(owners) if req.owner.is_empty() && owners.len() == 1 => req.owner = owners[0].to_string(),
+            reach => within = reach.owners().map(<[_]>::to_vec),
         }
         let status = convert::status_filter("status", req.status)?;
         let limit = match usize::try_from(req.page_size) {
@@ -133,6 +204,7 @@ impl AdminService {
             name_prefix: (!req.name_prefix.is_empty()).then_some(req.name_prefix),
             last_used_before: req.last_used_before.map(|t| convert::time("last_used_before", &t)).transpose()?,
             expire_before: req.expire_before.map(|t| convert::time("expire_before", &t)).transpose()?,
+            within,
         };
         let page = self.registry.list(filter, after, late_since, limit).await?;
         Ok(pb::ListResponse {
@@ -141,20 +213,20 @@ impl AdminService {
         })
     }
 
-    async fn revoke(&self, admin: Admin, req: pb::RevokeRequest) -> Result<pb::RevokeResponse, Status> {
+    async fn revoke(&self, admin: Actor, req: pb::RevokeRequest) -> Result<pb::RevokeResponse, Status> {
         let id = convert::token_id("id", &req.id)?;
         spec::check_reason(&req.reason)?;
-        let entry = self.registry.revoke(id, req.reason).await?;
+        let entry = self.registry.revoke(id, req.reason, &admin).await?;
         let r = &entry.record;
         info!(action = "revoke", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token revoked");
         Ok(pb::RevokeResponse { token: Some(self.token(&entry)) })
     }
 
-    async fn rotate(&self, admin: Admin, req: pb::RotateRequest) -> Result<pb::RotateResponse, Status> {
+    async fn rotate(&self, admin: Actor, req: pb::RotateRequest) -> Result<pb::RotateResponse, Status> {
         let id = convert::token_id("id", &req.id)?;
         let grace =
             spec::check_duration("grace_period", convert::duration("grace_period", req.grace_period.as_ref())?)?;
-        let (created, previous) = self.registry.rotate(id, grace).await?;
+        let (created, previous) = self.registry.rotate(id, grace, &admin).await?;
         let r = &created.token.record;
         info!(
             action = "rotate", token_id = %r.id, previous_id = %id, owner = %r.owner, actor = %admin.token_id,
@@ -169,7 +241,7 @@ impl AdminService {
 }
 
 impl AdminService {
-    async fn update(&self, admin: Admin, req: pb::UpdateRequest) -> Result<pb::UpdateResponse, Status> {
+    async fn update(&self, admin: Actor, req: pb::UpdateRequest) -> Result<pb::UpdateResponse, Status> {
         let token = req.token.unwrap_or_default();
         let id = convert::token_id("token.id", &token.id)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -200,7 +272,7 @@ impl AdminService {
                 }
             }
         }
-        let entry = self.registry.update(id, update).await?;
+        let entry = self.registry.update(id, update, &admin).await?;
         let r = &entry.record;
         info!(action = "update", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, paths = ?paths, "token updated");
         Ok(pb::UpdateResponse { token: Some(self.token(&entry)) })

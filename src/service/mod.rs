@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod convert;
 pub mod reply;
 pub mod verify;
@@ -20,6 +21,7 @@ pub fn status(e: Error) -> Status {
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::FailedPrecondition { .. } => Status::failed_precondition(e.to_string()),
         Error::QuotaExceeded { .. } => Status::resource_exhausted(e.to_string()),
+        Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
         Error::ShuttingDown | Error::Store(StoreError::Closed) => Status::unavailable(Error::ShuttingDown.to_string()),
         Error::Store(StoreError::Unavailable(detail)) => {
             tracing::warn!(error = %detail, "token store unavailable");
@@ -31,6 +33,30 @@ pub fn status(e: Error) -> Status {
             tracing::error!(error = %inner, "store failure");
             Status::internal("storage error; see the tokend log")
         }
+    }
+}
+
+/// A gRPC code's canonical name (`NOT_FOUND`), as the audit trail records it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -20,7 +20,7 @@ pub use self::{
     postgres::{PostgresOptions, PostgresStore},
     sled::{SledOptions, SledStore},
 };
-use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
+use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
 
 /// Why the store failed. Messages name paths and keys, never secrets (the
 /// store holds none).
@@ -77,8 +77,11 @@ pub trait Store: Send + Sync + 'static {
     /// collecting a million records first. Returns whether the first admin
     /// token was ever created.
     fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
-    /// Applies `changes` atomically: after a crash, all or none are present.
-    /// Not yet durable; see [`Store::flush`].
+    /// Applies `changes` and appends `audit` (sealed: numbered and chained
+    /// after the store's last event, which the store returns) atomically:
+    /// after a crash, all or none are present. Not yet durable; see
+    /// [`Store::flush`]. Events are sealed in the order they are appended,
+    /// one chain per store, whichever writer appends.
     ///
     /// A store shared by several writers also checks, in the same
     /// transaction, what one writer's registry decides from its index: each
@@ -87,7 +90,21 @@ pub trait Store: Send + Sync + 'static {
     /// ([`StoreError::AlreadyBootstrapped`]), and `quota` if given
     /// ([`StoreError::QuotaExceeded`]). A store with one writer may rely on
     /// the registry's lock and ignore them.
-    fn apply(&self, changes: &[Change], quota: Option<OwnerQuota<'_>>) -> Result<(), StoreError>;
+    fn apply(
+        &self,
+        changes: &[Change],
+        audit: Option<&audit::Draft>,
+        quota: Option<OwnerQuota<'_>>,
+    ) -> Result<Option<audit::Event>, StoreError>;
+    /// Audit events after sequence number `after` that pass `filter`, at
+    /// most `limit` of them, in sequence order. A page may stop short of
+    /// `limit` after looking at many events that did not pass (then
+    /// `next_after` says where to go on).
+    fn audit_page(&self, filter: &audit::Filter, after: u64, limit: usize) -> Result<audit::Page, StoreError>;
+    /// Stored audit events after `after`, at most `limit`, as their stored
+    /// bytes keyed by the position they are stored at — undecoded, for
+    /// `tokend audit verify` to judge.
+    fn audit_raw(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// The stored record of `id` (to refresh a stale index after a conflict).
     fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Whether [`Store::apply`] decides versions, quota and bootstrap itself

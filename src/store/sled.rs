@@ -2,15 +2,25 @@
 //!
 //! Layout in sled: tree `tokens` (16-byte id → record, encoded by
 //! `codec`), tree `last_used` (16-byte id → big-endian i64 nanos), tree
-//! `meta` (flags).
+//! `meta` (flags), tree `audit` (big-endian u64 seq → sealed audit event).
+//!
+//! The chain's head is kept in memory, behind a mutex held from sealing an
+//! event to its transaction's end, so events are numbered in the order
+//! they land.
 
-use std::{collections::HashMap, fs::File, path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::Path,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use super::{
     OwnerQuota, Store, StoreError,
     codec::{decode, encode, hex},
 };
-use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
+use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
@@ -36,6 +46,9 @@ pub struct SledStore {
     tokens: ::sled::Tree,
     last_used: ::sled::Tree,
     meta: ::sled::Tree,
+    audit: ::sled::Tree,
+    /// The audit chain's last event.
+    head: Mutex<audit::Head>,
     /// Handles fsynced after each flush (see [`SledOptions::fsync`]).
     sync_files: Vec<File>,
 }
@@ -67,14 +80,27 @@ impl SledStore {
             }
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
-        let (tokens, last_used, meta) = (tree("tokens")?, tree("last_used")?, tree("meta")?);
+        let (tokens, last_used, meta, audit) = (tree("tokens")?, tree("last_used")?, tree("meta")?, tree("audit")?);
+        let head = match audit.last().map_err(|e| open_err(e.to_string()))? {
+            None => audit::Head::EMPTY,
+            Some((key, value)) => audit::Event::decode_stored(&value)
+                .ok()
+                .and_then(|event| audit::Head::of(&event))
+                .ok_or_else(|| open_err(format!("the last audit event (key {}) does not decode", hex(&key))))?,
+        };
         let mut sync_files = Vec::new();
         if options.fsync {
             for path in [dir.join("db"), dir.to_path_buf()] {
                 sync_files.push(File::open(&path).map_err(|e| open_err(format!("{}: {e}", path.display())))?);
             }
         }
-        Ok(SledStore { db, tokens, last_used, meta, sync_files })
+        Ok(SledStore { db, tokens, last_used, meta, audit, head: Mutex::new(head), sync_files })
+    }
+}
+
+impl SledStore {
+    fn head(&self) -> MutexGuard<'_, audit::Head> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,7 +143,12 @@ impl Store for SledStore {
 
     /// One writer (the registry's lock): versions and the quota were
     /// decided from the index already.
-    fn apply(&self, changes: &[Change], _: Option<OwnerQuota<'_>>) -> Result<(), StoreError> {
+    fn apply(
+        &self,
+        changes: &[Change],
+        draft: Option<&audit::Draft>,
+        _: Option<OwnerQuota<'_>>,
+    ) -> Result<Option<audit::Event>, StoreError> {
         let mut batch = ::sled::Batch::default();
         let mut bootstrapped = false;
         for change in changes {
@@ -126,19 +157,60 @@ impl Store for SledStore {
                 Change::Bootstrapped => bootstrapped = true,
             }
         }
-        if !bootstrapped {
+        if draft.is_none() && !bootstrapped {
             // One tree: a batch is atomic and much cheaper than a transaction.
-            return Ok(self.tokens.apply_batch(batch)?);
+            self.tokens.apply_batch(batch)?;
+            return Ok(None);
         }
-        // The bootstrap token and its marker land together or not at all.
+        // The records, their audit event and the bootstrap marker land
+        // together or not at all.
+        let mut head = self.head();
+        let event = draft.map(|draft| head.seal(draft));
+        let stored = event.as_ref().map(|event| (event.seq.to_be_bytes(), ::prost::Message::encode_to_vec(event)));
         use ::sled::Transactional;
-        (&self.tokens, &self.meta)
-            .transaction(|(tokens, meta)| {
+        (&self.tokens, &self.meta, &self.audit)
+            .transaction(|(tokens, meta, audit)| {
                 tokens.apply_batch(&batch)?;
-                meta.insert(META_BOOTSTRAPPED, &[1u8][..])?;
+                if bootstrapped {
+                    meta.insert(META_BOOTSTRAPPED, &[1u8][..])?;
+                }
+                if let Some((key, value)) = &stored {
+                    audit.insert(&key[..], &value[..])?;
+                }
                 Ok(())
             })
-            .map_err(|e: ::sled::transaction::TransactionError<()>| StoreError::Io(format!("{e:?}")))
+            .map_err(|e: ::sled::transaction::TransactionError<()>| StoreError::Io(format!("{e:?}")))?;
+        if let Some(event) = &event {
+            *head = audit::Head::of(event).expect("sealed with a 32-byte hash");
+        }
+        Ok(event)
+    }
+
+    fn audit_page(&self, filter: &audit::Filter, after: u64, limit: usize) -> Result<audit::Page, StoreError> {
+        let stored = self.audit.range((after + 1).to_be_bytes()..).map(|item| {
+            let (key, value) = item?;
+            let corrupt = |message: &str| StoreError::Corrupt { key: hex(&key), message: message.into() };
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| corrupt("bad audit key"))?);
+            let event = audit::Event::decode_stored(&value).map_err(|e| corrupt(&e.to_string()))?;
+            Ok((seq, event))
+        });
+        audit::page_of(stored, filter, limit)
+    }
+
+    fn audit_raw(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.audit
+            .range((after + 1).to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                let seq = u64::from_be_bytes(
+                    key.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt { key: hex(&key), message: "bad audit key".into() })?,
+                );
+                Ok((seq, value.to_vec()))
+            })
+            .collect()
     }
 
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError> {
@@ -201,9 +273,11 @@ mod tests {
             let mut n = 0;
             assert!(!store.load(&mut |_, _| n += 1).unwrap());
             assert_eq!(n, 0);
-            store.apply(&[Change::Put(r.clone()), Change::Bootstrapped], None).unwrap();
+            let draft = audit::Draft::ok(Time(1), "bootstrap", None, "tokend");
+            let first = store.apply(&[Change::Put(r.clone()), Change::Bootstrapped], Some(&draft), None).unwrap();
+            assert_eq!(first.map(|e| e.seq), Some(1));
             r.revoke_time = Some(Time(5));
-            store.apply(&[Change::Put(r.clone())], None).unwrap();
+            store.apply(&[Change::Put(r.clone())], None, None).unwrap();
             store.record_last_used(&[(r.id, Time(42))]).unwrap();
             store.flush().unwrap();
         }
@@ -211,6 +285,15 @@ mod tests {
         let mut loaded = Vec::new();
         assert!(store.load(&mut |record, used| loaded.push((record, used))).unwrap(), "bootstrapped");
         assert_eq!(loaded, vec![(r.clone(), Some(Time(42)))]);
+        // The chain goes on where it stopped.
+        let draft = audit::Draft::ok(Time(2), "revoke", None, "team-a");
+        let second = store.apply(&[], Some(&draft), None).unwrap().unwrap();
+        assert_eq!(second.seq, 2);
+        let page = store.audit_page(&audit::Filter::default(), 0, 10).unwrap();
+        let mut chain = audit::Chain::default();
+        page.events.iter().try_for_each(|e| chain.push(Some(e))).unwrap();
+        assert_eq!(chain.head(), audit::Head::of(&second).unwrap());
+        assert_eq!(store.audit_raw(1, 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -13,18 +13,19 @@ use tokio_postgres::Client;
 const LOCK_KEY: i64 = 0x746f_6b65_6e64;
 
 /// Each migration runs once, in its own transaction, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    // Timestamps are nanoseconds since the epoch (bigint), as in memory:
-    // timestamptz keeps microseconds, and a record must read back equal to
-    // what was written. `record` is the same encoding sled stores; owner,
-    // version, expiry and revocation are kept beside it for the checks made
-    // in SQL (quota, conditional writes).
-    //
-    // `tokend_changes` is the outbox of the change feed: one row per record
-    // written, in the same transaction. `last_used_seq` marks each batch of
-    // last-used times, so replicas can read the batches they have not seen.
-    "CREATE TABLE tokend_tokens (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        // Timestamps are nanoseconds since the epoch (bigint), as in memory:
+        // timestamptz keeps microseconds, and a record must read back equal to
+        // what was written. `record` is the same encoding sled stores; owner,
+        // version, expiry and revocation are kept beside it for the checks made
+        // in SQL (quota, conditional writes).
+        //
+        // `tokend_changes` is the outbox of the change feed: one row per record
+        // written, in the same transaction. `last_used_seq` marks each batch of
+        // last-used times, so replicas can read the batches they have not seen.
+        "CREATE TABLE tokend_tokens (
          id            bytea  PRIMARY KEY,
          owner         text   NOT NULL,
          version       bigint NOT NULL,
@@ -48,7 +49,32 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          key   text PRIMARY KEY,
          value text NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        // The audit trail. `event` is the sealed event as sled stores it
+        // (see `audit`); time, actor, target and owner are copied beside it
+        // for ListAuditEvents' filters. `tokend_audit_head` is the chain's
+        // end, one row: a writer locks it to seal its event, so events are
+        // numbered in commit order across replicas.
+        "CREATE TABLE tokend_audit (
+             seq       bigint PRIMARY KEY,
+             time      bigint NOT NULL,
+             actor_id  text   NOT NULL,
+             target_id text   NOT NULL,
+             owner     text   NOT NULL,
+             event     bytea  NOT NULL
+         );
+         CREATE INDEX tokend_audit_target ON tokend_audit (target_id, seq);
+         CREATE INDEX tokend_audit_actor ON tokend_audit (actor_id, seq);
+         CREATE TABLE tokend_audit_head (
+             one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+             seq  bigint  NOT NULL,
+             hash bytea   NOT NULL
+         );
+         INSERT INTO tokend_audit_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'));",
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -15,7 +15,8 @@
 //! the checks made in SQL, and the last-used time, which only ever moves
 //! forward), `tokend_changes` (the change feed's outbox) and the sequence
 //! `tokend_last_used_batches` (see `feed`), `tokend_meta` (the bootstrap
-//! flag) and `tokend_schema_migrations`.
+//! flag), `tokend_audit` and `tokend_audit_head` (the audit chain and its
+//! end) and `tokend_schema_migrations`.
 
 mod feed;
 mod migrations;
@@ -36,7 +37,7 @@ use super::{
     OwnerQuota, Store, StoreError,
     codec::{decode, encode},
 };
-use crate::{change::Change, clock::Time, id::TokenId, record::TokenRecord};
+use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
 
 /// Settings of [`PostgresStore`].
 #[derive(Debug, Clone)]
@@ -267,6 +268,42 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Seals `draft` after the chain's head and appends it. The head row
+    /// stays locked until the transaction ends, so the next writer (on any
+    /// replica) chains after this event once it has committed: numbers
+    /// follow commit order, and a reader never sees an event without the
+    /// ones before it. Called last, just before commit, to hold the lock
+    /// for as short a time as possible.
+    async fn append_audit(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        draft: &audit::Draft,
+    ) -> Result<audit::Event, StoreError> {
+        let row =
+            tx.query_one("SELECT seq, hash FROM tokend_audit_head FOR UPDATE", &[]).await.map_err(|e| self.pg(e))?;
+        let corrupt = || StoreError::Corrupt { key: "tokend_audit_head".into(), message: "bad chain head".into() };
+        let head = audit::Head {
+            seq: u64::try_from(row.get::<_, i64>(0)).map_err(|_| corrupt())?,
+            hash: row.get::<_, &[u8]>(1).try_into().map_err(|_| corrupt())?,
+        };
+        let event = head.seal(draft);
+        let seq = i64::try_from(event.seq).map_err(|_| corrupt())?;
+        let (stored, time) = (::prost::Message::encode_to_vec(&event), event.time().0);
+        let (insert, advance) = tokio::try_join!(
+            tx.prepare_cached(
+                "INSERT INTO tokend_audit (seq, time, actor_id, target_id, owner, event) VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            tx.prepare_cached("UPDATE tokend_audit_head SET seq = $1, hash = $2"),
+        )
+        .map_err(|e| self.pg(e))?;
+        let insert_params: [&(dyn ToSql + Sync); 6] =
+            [&seq, &time, &event.actor_id, &event.target_id, &event.owner, &stored];
+        let advance_params: [&(dyn ToSql + Sync); 2] = [&seq, &event.hash];
+        tokio::try_join!(tx.execute(&insert, &insert_params), tx.execute(&advance, &advance_params))
+            .map_err(|e| self.pg(e))?;
+        Ok(event)
+    }
+
     fn pool_error(&self, e: PoolError) -> StoreError {
         match e {
             PoolError::Backend(e) => self.pg(e),
@@ -386,9 +423,14 @@ impl Store for PostgresStore {
         })
     }
 
-    fn apply(&self, changes: &[Change], quota: Option<OwnerQuota<'_>>) -> Result<(), StoreError> {
-        if let ([Change::Put(record)], None) = (changes, quota) {
-            return self.block(self.put_alone(record));
+    fn apply(
+        &self,
+        changes: &[Change],
+        draft: Option<&audit::Draft>,
+        quota: Option<OwnerQuota<'_>>,
+    ) -> Result<Option<audit::Event>, StoreError> {
+        if let ([Change::Put(record)], None, None) = (changes, draft, quota) {
+            return self.block(self.put_alone(record)).map(|()| None);
         }
         self.block(async {
             let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
@@ -430,9 +472,57 @@ impl Store for PostgresStore {
                     }
                 }
             }
+            let event = match draft {
+                Some(draft) => Some(self.append_audit(&tx, draft).await?),
+                None => None,
+            };
             // Delivered to listening replicas when (and only if) this commits.
-            tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
-            tx.commit().await.map_err(|e| self.pg(e))
+            if !changes.is_empty() {
+                tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
+            }
+            tx.commit().await.map_err(|e| self.pg(e))?;
+            Ok(event)
+        })
+    }
+
+    fn audit_page(&self, filter: &audit::Filter, after: u64, limit: usize) -> Result<audit::Page, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let target = filter.target_id.map(|id| id.to_string());
+        let actor = filter.actor_id.map(|id| id.to_string());
+        let since = filter.since.map(|t| t.0);
+        let rows = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        self.block(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let rows = client
+                .query(
+                    "SELECT seq, event FROM tokend_audit
+                     WHERE seq > $1 AND ($2::text IS NULL OR target_id = $2) AND ($3::text IS NULL OR actor_id = $3)
+                       AND ($4::bigint IS NULL OR time >= $4) AND ($5::text[] IS NULL OR owner = ANY($5))
+                     ORDER BY seq LIMIT $6",
+                    &[&after, &target, &actor, &since, &filter.owners, &rows],
+                )
+                .await
+                .map_err(|e| self.pg(e))?;
+            let stored = rows.iter().map(|row| {
+                let seq = row.get::<_, i64>(0);
+                let event = audit::Event::decode_stored(row.get(1))
+                    .map_err(|e| StoreError::Corrupt { key: format!("tokend_audit {seq}"), message: e.to_string() })?;
+                Ok((u64::try_from(seq).unwrap_or(0), event))
+            });
+            audit::page_of(stored, filter, limit)
+        })
+    }
+
+    fn audit_raw(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.block(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let rows = client
+                .query("SELECT seq, event FROM tokend_audit WHERE seq > $1 ORDER BY seq LIMIT $2", &[&after, &limit])
+                .await
+                .map_err(|e| self.pg(e))?;
+            Ok(rows.iter().map(|row| (u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), row.get(1))).collect())
         })
     }
 

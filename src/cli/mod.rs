@@ -1,4 +1,5 @@
-//! The admin CLI: `tokend issue | list | get | revoke | rotate | verify`, a
+//! The admin CLI: `tokend issue | list | get | revoke | rotate | update |
+//! verify | audit`, a
 //! gRPC client on the same binary for people who would rather not type
 //! grpcurl JSON.
 //!
@@ -7,6 +8,8 @@
 //! Exit codes scripts can rely on: 0 success; 1 `verify` found the token
 //! invalid; 2 bad usage; 3 the server refused the call; 4 the server could
 //! not be reached.
+
+pub mod audit;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -168,6 +171,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Check the audit chain, or list audit events.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Check a token as a sibling service would; exits 1 if it is not valid.
     Verify {
         /// The token, or `-` to read it from standard input.
@@ -233,6 +239,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
 
 async fn execute(command: ClientCommand) -> Result<u8, CliError> {
     match command {
+        ClientCommand::Audit(command) => audit::execute(command).await,
         ClientCommand::Verify { token, scopes, client_ip, conn } => {
             let token = if token == "-" { read_stdin()? } else { token };
             let mut client = VerifyServiceClient::new(connect(&conn).await?);
@@ -463,20 +470,9 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a timestamp (days-to-civil after H. Hinnant).
+/// `YYYY-MM-DDTHH:MM:SSZ`: whole seconds are enough for people.
 fn rfc3339(t: &prost_types::Timestamp) -> String {
-    let days = t.seconds.div_euclid(86_400);
-    let secs = t.seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    crate::clock::rfc3339(t.seconds, 0)
 }
 
 fn token_json(t: &pb::Token) -> Value {
