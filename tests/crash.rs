@@ -1,7 +1,9 @@
 //! Crash safety: the real binary is killed with SIGKILL while several clients
 //! issue, revoke and rotate; after each restart every acknowledged write
-//! must be there exactly as acknowledged, nothing may be half-applied, and
-//! the in-memory index must agree with the store.
+//! must be there exactly as acknowledged, nothing may be half-applied, the
+//! in-memory index must agree with the store, and the audit chain must
+//! verify, with an event for every acknowledged change and a change for
+//! every event.
 //!
 //! CI runs `TOKEND_CRASH_CYCLES` cycles (default 20). The soak:
 //! `TOKEND_CRASH_CYCLES=500 cargo test --release --test crash -- --nocapture`.
@@ -186,6 +188,41 @@ async fn check(addr: &str, admin: &str, model: &HashMap<String, Known>, cycle: u
         }
         if let Some(next) = &known.rotated_to {
             assert_eq!(&t.rotated_to, next, "cycle {cycle}: acknowledged rotation of {id} lost");
+        }
+    }
+    check_audit(&mut c, &listed, model, cycle).await;
+}
+
+/// The audit trail after a crash: the chain verifies, every acknowledged
+/// change has its event, and every change event's change is stored (they
+/// land in one batch).
+async fn check_audit(
+    c: &mut AdminClient,
+    listed: &HashMap<String, pb::Token>,
+    model: &HashMap<String, Known>,
+    cycle: usize,
+) {
+    let events = audit_events(c, pb::ListAuditEventsRequest::default()).await;
+    let head = check_chain(&events).unwrap_or_else(|broken| panic!("cycle {cycle}: {broken}"));
+    assert_eq!(head.seq as usize, events.len());
+    let ok = |action: &'static str| events.iter().filter(move |e| e.action == action && e.code == "OK");
+    let mut created: HashMap<&str, &pb::AuditEvent> = ok("issue").map(|e| (e.target_id.as_str(), e)).collect();
+    created.extend(ok("rotate").map(|e| (e.details["new_id"].as_str(), e)));
+    for id in created.keys() {
+        assert!(listed.contains_key(*id), "cycle {cycle}: audited token {id} is not stored");
+    }
+    for (id, known) in model {
+        assert!(created.contains_key(id.as_str()), "cycle {cycle}: acknowledged token {id} has no audit event");
+        if known.revoked == Outcome::Yes {
+            let revoked = ok("revoke").any(|e| e.target_id == *id)
+                || ok("rotate").any(|e| e.target_id == *id && e.details["grace_period"] == "0s");
+            assert!(revoked, "cycle {cycle}: acknowledged revoke of {id} has no audit event");
+        }
+        if let Some(next) = &known.rotated_to {
+            assert!(
+                ok("rotate").any(|e| e.target_id == *id && e.details["new_id"] == *next),
+                "cycle {cycle}: acknowledged rotation of {id} has no audit event"
+            );
         }
     }
 }

@@ -210,3 +210,39 @@ pub fn value(body: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
+
+/// Every audit event matching `filter`, following next_page_token.
+pub async fn audit_events(admin: &mut AdminClient, filter: pb::ListAuditEventsRequest) -> Vec<pb::AuditEvent> {
+    let mut events = Vec::new();
+    let mut request = pb::ListAuditEventsRequest { page_size: 1000, ..filter };
+    loop {
+        let page = admin.list_audit_events(request.clone()).await.expect("ListAuditEvents succeeds").into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// Recomputes the chain of `events` (the whole trail, in order).
+pub fn check_chain(events: &[pb::AuditEvent]) -> Result<tokend::audit::Head, tokend::audit::Broken> {
+    let mut chain = tokend::audit::Chain::default();
+    for e in events {
+        let stored = tokend::audit::Event {
+            seq: e.seq,
+            time: e.time,
+            actor_id: e.actor_id.clone(),
+            action: e.action.clone(),
+            target_id: e.target_id.clone(),
+            owner: e.owner.clone(),
+            code: e.code.clone(),
+            peer: e.peer.clone(),
+            details: e.details.clone().into_iter().collect(),
+            prev_hash: e.prev_hash.clone(),
+            hash: e.hash.clone(),
+        };
+        chain.push(Some(&stored))?;
+    }
+    Ok(chain.head())
+}
