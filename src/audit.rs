@@ -250,9 +250,27 @@ impl Head {
 
     /// Numbers and chains `draft` after this head.
     pub fn seal(&self, draft: &Draft) -> Event {
+        self.chain(draft.unsealed())
+    }
+
+    /// Numbers and chains an unsealed event (see [`Draft::unsealed`]) after
+    /// this head.
+    pub fn chain(&self, mut event: Event) -> Event {
+        event.seq = self.seq + 1;
+        event.prev_hash = self.hash.to_vec();
+        event.hash = event.expected_hash(&self.hash).to_vec();
+        event
+    }
+}
+
+impl Draft {
+    /// The event without its place in the chain (`seq` 0, no hashes): what
+    /// a store that seals later keeps until then.
+    pub fn unsealed(&self) -> Event {
+        let draft = self;
         let (seconds, nanos) = draft.time.to_parts();
-        let mut event = Event {
-            seq: self.seq + 1,
+        Event {
+            seq: 0,
             time: Some(prost_types::Timestamp { seconds, nanos }),
             actor_id: draft.actor_id.map(|id| id.to_string()).unwrap_or_default(),
             action: draft.action.to_owned(),
@@ -261,11 +279,9 @@ impl Head {
             code: draft.code.to_owned(),
             peer: draft.peer.map(|ip| ip.to_canonical().to_string()).unwrap_or_default(),
             details: draft.details.clone(),
-            prev_hash: self.hash.to_vec(),
+            prev_hash: Vec::new(),
             hash: Vec::new(),
-        };
-        event.hash = event.expected_hash(&self.hash).to_vec();
-        event
+        }
     }
 }
 

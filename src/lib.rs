@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod pb;
 pub mod record;
 pub mod registry;
+pub mod sealer;
 pub mod seed;
 pub mod server;
 pub mod service;

@@ -39,6 +39,7 @@ use crate::{
     id::{IdGenerator, TokenId},
     index::{Arrivals, Entry, Index, ListFilter, ListQuery, Page},
     record::{ROTATED_REASON, Status, TokenRecord},
+    sealer::{self, Sealer},
     spec::{TokenSpec, TtlPolicy},
     store::{OwnerQuota, Store, StoreError},
     token::{Secret, TokenHash},
@@ -76,6 +77,8 @@ pub struct Registry {
     ids: IdGenerator,
     options: RegistryOptions,
     write_lock: std::sync::Mutex<()>,
+    /// Seals audit events where the store keeps them unsealed.
+    sealer: Option<Sealer>,
 }
 
 impl Registry {
@@ -89,6 +92,7 @@ impl Registry {
     ) -> Registry {
         Registry {
             committer: Committer::start(store.clone(), on_flush),
+            sealer: store.seals_audit_later().then(|| Sealer::start(store.clone(), options.audit_log.clone())),
             ids: IdGenerator::starting_after(index.newest_id()),
             store,
             index,
@@ -401,6 +405,9 @@ impl Registry {
 
     /// Final flush at shutdown: last-used times, then the store. Blocking.
     pub fn close(&self) -> Result<(), StoreError> {
+        if let Some(sealer) = &self.sealer {
+            sealer.close();
+        }
         let times = self.index.take_last_used();
         let result = self.store.record_last_used(&times);
         self.committer.close();
@@ -459,6 +466,9 @@ impl Registry {
         if let Some(log) = &self.options.audit_log {
             log.append(&sealed);
         }
+        if let Some(sealer) = &self.sealer {
+            sealer.wake();
+        }
         Ok(value)
     }
 
@@ -476,10 +486,16 @@ impl Registry {
         limit: usize,
     ) -> Result<audit::Page, Error> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.store.audit_page(&filter, after, limit))
-            .await
-            .map_err(task_failed)?
-            .map_err(Error::Store)
+        tokio::task::spawn_blocking(move || {
+            // Every acknowledged change's event, sealed or not, is read.
+            if this.sealer.is_some() {
+                sealer::seal_all(this.store.as_ref(), this.options.audit_log.as_deref())?;
+            }
+            this.store.audit_page(&filter, after, limit)
+        })
+        .await
+        .map_err(task_failed)?
+        .map_err(Error::Store)
     }
 
     /// A draft of `action` by `actor` on the token `target`.

@@ -165,9 +165,9 @@ async fn an_update_through_one_replica_reaches_the_others() {
 }
 
 /// One audit chain for the token set: replicas writing at once append to
-/// it in commit order, every replica serves all of it, `tokend audit
-/// verify --store` checks it offline, and an event edited in the database
-/// breaks it.
+/// it, sealed in the background, every replica serves all of it, `tokend
+/// audit verify --store` checks it offline, and an event edited in the
+/// database breaks it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_append_to_one_audit_chain() {
     let Some(cluster) = Cluster::start().await else { return };
@@ -192,13 +192,6 @@ async fn replicas_append_to_one_audit_chain() {
     for w in writers {
         w.await.unwrap();
     }
-    let from_0 = common::audit_events(&mut r[0].admin().await, Default::default()).await;
-    let from_1 = common::audit_events(&mut r[1].admin().await, Default::default()).await;
-    assert_eq!(from_0, from_1, "every replica serves the one chain");
-    assert_eq!(from_0.len(), 1 + 60 + 24, "bootstrap, 60 issues, 24 revokes");
-    let head = common::check_chain(&from_0).expect("the chain verifies");
-    let head_hex: String = head.hash.iter().map(|b| format!("{b:02x}")).collect();
-
     let url = cluster.url.clone();
     let verify = move || {
         let out = std::process::Command::new(common::process::BIN)
@@ -207,6 +200,20 @@ async fn replicas_append_to_one_audit_chain() {
             .unwrap();
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     };
+    // Writes keep their events pending; the replicas' sealers chain them in
+    // the background, with nobody reading the trail.
+    let sealed = eventually(Duration::from_secs(5), || {
+        let verify = verify.clone();
+        async move { tokio::task::spawn_blocking(verify).await.unwrap().1.contains("ok: 85 events") }
+    })
+    .await;
+    assert!(sealed.is_some(), "the background sealers chained every event");
+    let from_0 = common::audit_events(&mut r[0].admin().await, Default::default()).await;
+    let from_1 = common::audit_events(&mut r[1].admin().await, Default::default()).await;
+    assert_eq!(from_0, from_1, "every replica serves the one chain");
+    assert_eq!(from_0.len(), 1 + 60 + 24, "bootstrap, 60 issues, 24 revokes");
+    let head = common::check_chain(&from_0).expect("the chain verifies");
+    let head_hex: String = head.hash.iter().map(|b| format!("{b:02x}")).collect();
     let (code, text) = tokio::task::spawn_blocking(verify.clone()).await.unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&format!("85 events, head {head_hex}")), "{text}");
@@ -478,7 +485,10 @@ async fn acknowledged_writes_survive_kill_9_of_a_replica_under_concurrent_writes
                     pb::token_service_client::TokenServiceClient::with_interceptor(channel, common::Bearer(token));
                 for i in 0.. {
                     match admin.issue(issue_request(&format!("w{w}-{i}"), "o", &[])).await {
-                        Ok(r) => acknowledged.lock().unwrap().push(r.into_inner().secret),
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            acknowledged.lock().unwrap().push((r.secret, r.token.unwrap().id));
+                        }
                         Err(_) => return, // killed
                     }
                 }
@@ -495,9 +505,18 @@ async fn acknowledged_writes_survive_kill_9_of_a_replica_under_concurrent_writes
     // Every acknowledged write is on the surviving replica (via the feed)
     // and on a replica started afterwards (via the load).
     let c = cluster.replica().await;
-    for secret in &acknowledged {
+    for (secret, _) in &acknowledged {
         sees(&b, secret, VerifyResult::Ok, Duration::from_secs(2)).await;
         assert_eq!(verdict(&c, secret).await, VerifyResult::Ok);
+    }
+    // The killed replica's events that it had not sealed yet are sealed by
+    // a survivor: each acknowledged write has its event, in one chain.
+    let events = common::audit_events(&mut b.admin().await, Default::default()).await;
+    common::check_chain(&events).expect("the chain verifies after the kill");
+    let issued: std::collections::HashSet<&str> =
+        events.iter().filter(|e| e.action == "issue" && e.code == "OK").map(|e| e.target_id.as_str()).collect();
+    for (_, id) in &acknowledged {
+        assert!(issued.contains(id.as_str()), "acknowledged issue of {id} has no audit event");
     }
 }
 

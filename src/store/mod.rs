@@ -70,6 +70,9 @@ pub struct OwnerQuota<'a> {
     pub now: Time,
 }
 
+/// Most events one [`Store::seal_pending`] seals.
+pub const SEAL_BATCH: usize = 1000;
+
 /// A durable home for the token set.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything (start-up; blocking): calls `each` with every record,
@@ -77,11 +80,12 @@ pub trait Store: Send + Sync + 'static {
     /// collecting a million records first. Returns whether the first admin
     /// token was ever created.
     fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
-    /// Applies `changes` and appends `audit` (sealed: numbered and chained
-    /// after the store's last event, which the store returns) atomically:
-    /// after a crash, all or none are present. Not yet durable; see
-    /// [`Store::flush`]. Events are sealed in the order they are appended,
-    /// one chain per store, whichever writer appends.
+    /// Applies `changes` and appends `audit` atomically: after a crash, all
+    /// or none are present. Not yet durable; see [`Store::flush`]. The event
+    /// is sealed — numbered and chained after the store's last one, one
+    /// chain per store whichever writer appends — and returned, or, where
+    /// [`Store::seals_audit_later`], kept unsealed for
+    /// [`Store::seal_pending`].
     ///
     /// A store shared by several writers also checks, in the same
     /// transaction, what one writer's registry decides from its index: each
@@ -96,6 +100,16 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&audit::Draft>,
         quota: Option<OwnerQuota<'_>>,
     ) -> Result<Option<audit::Event>, StoreError>;
+    /// Whether [`Store::apply`] keeps audit events unsealed, for
+    /// [`Store::seal_pending`] to chain afterwards (and returns none).
+    fn seals_audit_later(&self) -> bool {
+        false
+    }
+    /// Seals (numbers and chains) up to [`SEAL_BATCH`] unsealed audit
+    /// events, oldest first, and returns them. Blocking.
+    fn seal_pending(&self) -> Result<Vec<audit::Event>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Audit events after sequence number `after` that pass `filter`, at
     /// most `limit` of them, in sequence order. A page may stop short of
     /// `limit` after looking at many events that did not pass (then

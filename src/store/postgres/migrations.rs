@@ -52,11 +52,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         2,
-        // The audit trail. `event` is the sealed event as sled stores it
-        // (see `audit`); time, actor, target and owner are copied beside it
-        // for ListAuditEvents' filters. `tokend_audit_head` is the chain's
-        // end, one row: a writer locks it to seal its event, so events are
-        // numbered in commit order across replicas.
+        // The audit trail. A write appends its event to
+        // `tokend_audit_pending` (unsealed, in its own transaction); a
+        // sealer moves pending events into `tokend_audit`, numbered and
+        // chained, under a lock on `tokend_audit_head`, the chain's end (one
+        // row), many per transaction: writers never wait for one another
+        // on the chain. `event` is the sealed event as sled stores it (see
+        // `audit`); time, actor, target and owner are copied beside it for
+        // ListAuditEvents' filters.
         "CREATE TABLE tokend_audit (
              seq       bigint PRIMARY KEY,
              time      bigint NOT NULL,
@@ -72,7 +75,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
              seq  bigint  NOT NULL,
              hash bytea   NOT NULL
          );
-         INSERT INTO tokend_audit_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'));",
+         INSERT INTO tokend_audit_head (seq, hash) VALUES (0, decode(repeat('00', 32), 'hex'));
+         CREATE TABLE tokend_audit_pending (
+             id    bigserial PRIMARY KEY,
+             event bytea     NOT NULL
+         );",
     ),
 ];
 

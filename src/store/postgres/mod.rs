@@ -34,7 +34,7 @@ pub use self::{
     target::Target,
 };
 use super::{
-    OwnerQuota, Store, StoreError,
+    OwnerQuota, SEAL_BATCH, Store, StoreError,
     codec::{decode, encode},
 };
 use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
@@ -248,60 +248,113 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// [`PostgresStore::put`] for a write of one record and nothing else
-    /// (Issue without a quota, Revoke): one statement, committed on its own,
-    /// so one round trip rather than a transaction's five.
-    async fn put_alone(&self, r: &TokenRecord) -> Result<(), StoreError> {
+    /// [`PostgresStore::put`] for a write of one record and its audit event
+    /// (Issue without a quota, Revoke, Update): one statement, committed on
+    /// its own, so one round trip rather than a transaction's five. The
+    /// event is appended only if the record was written.
+    async fn put_alone(&self, r: &TokenRecord, event: Option<&[u8]>) -> Result<(), StoreError> {
         let row = TokenRow::of(r);
         let write = if r.version <= 1 { INSERT_TOKEN } else { UPDATE_TOKEN };
+        let audit = if event.is_some() {
+            ", a AS (INSERT INTO tokend_audit_pending (event) SELECT $7::bytea FROM t)"
+        } else {
+            ""
+        };
         let sql = format!(
             "WITH t AS ({write} RETURNING id, version),
-                  o AS (INSERT INTO tokend_changes (token_id, version) SELECT id, version FROM t)
+                  o AS (INSERT INTO tokend_changes (token_id, version) SELECT id, version FROM t){audit}
              SELECT (SELECT count(*) FROM t), pg_notify('tokend_changes', '')"
         );
         let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
         let statement = client.prepare_cached(&sql).await.map_err(|e| self.pg(e))?;
-        let answer = client.query_one(&statement, &row.params()).await.map_err(|e| self.pg(e))?;
+        let mut params = row.params().to_vec();
+        if let Some(event) = &event {
+            params.push(event);
+        }
+        let answer = client.query_one(&statement, &params).await.map_err(|e| self.pg(e))?;
         if answer.get::<_, i64>(0) == 0 {
             return Err(StoreError::Conflict { id: r.id });
         }
         Ok(())
     }
 
-    /// Seals `draft` after the chain's head and appends it. The head row
-    /// stays locked until the transaction ends, so the next writer (on any
-    /// replica) chains after this event once it has committed: numbers
-    /// follow commit order, and a reader never sees an event without the
-    /// ones before it. Called last, just before commit, to hold the lock
-    /// for as short a time as possible.
-    async fn append_audit(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        draft: &audit::Draft,
-    ) -> Result<audit::Event, StoreError> {
+    /// Seals up to [`SEAL_BATCH`] pending audit events, oldest first, in
+    /// one transaction holding the chain's head row: sealers on several
+    /// replicas take turns, and each seals whatever all replicas appended
+    /// meanwhile. A reader never sees an event without those before it.
+    async fn seal_batch(&self) -> Result<Vec<audit::Event>, StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        // Most calls find nothing: no need to take the lock for that.
+        let first = client
+            .query_opt("SELECT id FROM tokend_audit_pending ORDER BY id LIMIT 1", &[])
+            .await
+            .map_err(|e| self.pg(e))?;
+        if first.is_none() {
+            return Ok(Vec::new());
+        }
+        let tx = client.transaction().await.map_err(|e| self.pg(e))?;
         let row =
             tx.query_one("SELECT seq, hash FROM tokend_audit_head FOR UPDATE", &[]).await.map_err(|e| self.pg(e))?;
-        let corrupt = || StoreError::Corrupt { key: "tokend_audit_head".into(), message: "bad chain head".into() };
-        let head = audit::Head {
-            seq: u64::try_from(row.get::<_, i64>(0)).map_err(|_| corrupt())?,
-            hash: row.get::<_, &[u8]>(1).try_into().map_err(|_| corrupt())?,
+        let corrupt = |key: &str, message: String| StoreError::Corrupt { key: key.into(), message };
+        let mut head = audit::Head {
+            seq: u64::try_from(row.get::<_, i64>(0)).map_err(|_| corrupt("tokend_audit_head", "bad seq".into()))?,
+            hash: row.get::<_, &[u8]>(1).try_into().map_err(|_| corrupt("tokend_audit_head", "bad hash".into()))?,
         };
-        let event = head.seal(draft);
-        let seq = i64::try_from(event.seq).map_err(|_| corrupt())?;
-        let (stored, time) = (::prost::Message::encode_to_vec(&event), event.time().0);
-        let (insert, advance) = tokio::try_join!(
+        let limit = SEAL_BATCH as i64;
+        let pending = tx
+            .query("SELECT id, event FROM tokend_audit_pending ORDER BY id LIMIT $1", &[&limit])
+            .await
+            .map_err(|e| self.pg(e))?;
+        let mut ids = Vec::with_capacity(pending.len());
+        let mut events = Vec::with_capacity(pending.len());
+        for row in &pending {
+            let id: i64 = row.get(0);
+            let unsealed = audit::Event::decode_stored(row.get(1))
+                .map_err(|e| corrupt(&format!("tokend_audit_pending {id}"), e.to_string()))?;
+            let event = head.chain(unsealed);
+            head = audit::Head::of(&event).expect("chained with a 32-byte hash");
+            ids.push(id);
+            events.push(event);
+        }
+        let seqs: Vec<i64> = events.iter().map(|e| i64::try_from(e.seq).unwrap_or(i64::MAX)).collect();
+        let times: Vec<i64> = events.iter().map(|e| e.time().0).collect();
+        let actors: Vec<&str> = events.iter().map(|e| e.actor_id.as_str()).collect();
+        let targets: Vec<&str> = events.iter().map(|e| e.target_id.as_str()).collect();
+        let owners: Vec<&str> = events.iter().map(|e| e.owner.as_str()).collect();
+        let stored: Vec<Vec<u8>> = events.iter().map(::prost::Message::encode_to_vec).collect();
+        let last = i64::try_from(head.seq).unwrap_or(i64::MAX);
+        let (insert, delete, advance) = tokio::try_join!(
             tx.prepare_cached(
-                "INSERT INTO tokend_audit (seq, time, actor_id, target_id, owner, event) VALUES ($1, $2, $3, $4, $5, $6)"
+                "INSERT INTO tokend_audit (seq, time, actor_id, target_id, owner, event)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[])"
             ),
+            tx.prepare_cached("DELETE FROM tokend_audit_pending WHERE id = ANY($1)"),
             tx.prepare_cached("UPDATE tokend_audit_head SET seq = $1, hash = $2"),
         )
         .map_err(|e| self.pg(e))?;
-        let insert_params: [&(dyn ToSql + Sync); 6] =
-            [&seq, &time, &event.actor_id, &event.target_id, &event.owner, &stored];
-        let advance_params: [&(dyn ToSql + Sync); 2] = [&seq, &event.hash];
-        tokio::try_join!(tx.execute(&insert, &insert_params), tx.execute(&advance, &advance_params))
+        let insert_params: [&(dyn ToSql + Sync); 6] = [&seqs, &times, &actors, &targets, &owners, &stored];
+        let head_hash = head.hash.to_vec();
+        let advance_params: [&(dyn ToSql + Sync); 2] = [&last, &head_hash];
+        let delete_params: [&(dyn ToSql + Sync); 1] = [&ids];
+        tokio::try_join!(
+            tx.execute(&insert, &insert_params),
+            tx.execute(&delete, &delete_params),
+            tx.execute(&advance, &advance_params),
+        )
+        .map_err(|e| self.pg(e))?;
+        tx.commit().await.map_err(|e| self.pg(e))?;
+        Ok(events)
+    }
+
+    /// Appends an audit event alone (a refusal, a repeated revoke).
+    async fn append_pending(&self, event: &[u8]) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        let statement = client
+            .prepare_cached("INSERT INTO tokend_audit_pending (event) VALUES ($1)")
+            .await
             .map_err(|e| self.pg(e))?;
-        Ok(event)
+        client.execute(&statement, &[&event]).await.map_err(|e| self.pg(e))?;
+        Ok(())
     }
 
     fn pool_error(&self, e: PoolError) -> StoreError {
@@ -429,8 +482,20 @@ impl Store for PostgresStore {
         draft: Option<&audit::Draft>,
         quota: Option<OwnerQuota<'_>>,
     ) -> Result<Option<audit::Event>, StoreError> {
-        if let ([Change::Put(record)], None, None) = (changes, draft, quota) {
-            return self.block(self.put_alone(record)).map(|()| None);
+        // Kept unsealed, for `seal_pending`: sealing here would hold the
+        // chain's head across this commit and serialise every writer.
+        let event = draft.map(|d| ::prost::Message::encode_to_vec(&d.unsealed()));
+        match (changes, quota) {
+            ([Change::Put(record)], None) => {
+                return self.block(self.put_alone(record, event.as_deref())).map(|()| None);
+            }
+            ([], None) => {
+                if let Some(event) = &event {
+                    self.block(self.append_pending(event))?;
+                }
+                return Ok(None);
+            }
+            _ => {}
         }
         self.block(async {
             let mut client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
@@ -472,17 +537,24 @@ impl Store for PostgresStore {
                     }
                 }
             }
-            let event = match draft {
-                Some(draft) => Some(self.append_audit(&tx, draft).await?),
-                None => None,
-            };
-            // Delivered to listening replicas when (and only if) this commits.
-            if !changes.is_empty() {
-                tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
+            if let Some(event) = &event {
+                tx.execute("INSERT INTO tokend_audit_pending (event) VALUES ($1)", &[event])
+                    .await
+                    .map_err(|e| self.pg(e))?;
             }
+            // Delivered to listening replicas when (and only if) this commits.
+            tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
             tx.commit().await.map_err(|e| self.pg(e))?;
-            Ok(event)
+            Ok(None)
         })
+    }
+
+    fn seals_audit_later(&self) -> bool {
+        true
+    }
+
+    fn seal_pending(&self) -> Result<Vec<audit::Event>, StoreError> {
+        self.block(self.seal_batch())
     }
 
     fn audit_page(&self, filter: &audit::Filter, after: u64, limit: usize) -> Result<audit::Page, StoreError> {
