@@ -93,6 +93,18 @@ class Defaults(unittest.TestCase):
         # Room for the drain and the final flush.
         self.assertEqual(self.sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], 15)
 
+    def test_policy_and_audit_flags(self):
+        args = self.c["args"]
+        self.assertIn("--max-ttl=0", args)
+        self.assertIn("--default-ttl=0", args)
+        self.assertFalse(any(a.startswith("--audit-log-file") for a in args))
+        values = {"config": {"maxTtl": "90d", "defaultTtl": "30d", "auditLogFile": "/dev/stdout"}}
+        _, c = container(render(values))
+        for flag in ("--max-ttl=90d", "--default-ttl=30d", "--audit-log-file=/dev/stdout"):
+            self.assertIn(flag, c["args"])
+        with self.assertRaises(Exception):
+            render({"config": {"maxTtl": "ninety days"}})
+
     def test_front_door_limits_are_flags(self):
         args = self.c["args"]
         for flag in (

@@ -37,6 +37,11 @@ spec:
         {{- end }}
         - --token-prefix={{ .Values.config.tokenPrefix }}
         - --max-tokens-per-owner={{ .Values.config.maxTokensPerOwner }}
+        - --max-ttl={{ .Values.config.maxTtl }}
+        - --default-ttl={{ .Values.config.defaultTtl }}
+        {{- with .Values.config.auditLogFile }}
+        - --audit-log-file={{ . }}
+        {{- end }}
         - --last-used-flush-interval={{ .Values.config.lastUsedFlushInterval }}
         - --store-cache-mb={{ .Values.config.storeCacheMb }}
         - --fsync={{ .Values.config.fsync }}
