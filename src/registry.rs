@@ -438,11 +438,13 @@ impl Registry {
             let mut conflicts = 0;
             let value = loop {
                 let result = step(&this, &mut sealed);
-                // A conflict: another replica wrote the token first. Not found:
-                // issued through another replica a moment ago, before the feed
-                // brought it here. Either way the store has the last word.
+                // A conflict: another replica wrote the token first. Not found
+                // in the index: issued through another replica a moment ago,
+                // before the feed brought it here. Either way the store has the
+                // last word. (Found but hidden from the caller is final.)
                 let behind = match &result {
-                    Err(Error::Store(StoreError::Conflict { id }) | Error::NotFound(id)) => Some(*id),
+                    Err(Error::Store(StoreError::Conflict { id })) => Some(*id),
+                    Err(Error::NotFound(id)) if this.index.get(*id).is_none() => Some(*id),
                     _ => None,
                 };
                 match behind {
