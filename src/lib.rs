@@ -49,6 +49,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;
+pub mod progress;
 pub mod record;
 pub mod registry;
 pub mod sealer;

@@ -117,6 +117,11 @@ pub struct BenchArgs {
     /// buys).
     #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
     pub abuse_cooldown: Duration,
+    /// `--mode startup`: seed the store in this directory and keep it, or
+    /// reuse it if an earlier run seeded it with as many tokens (large
+    /// runs seed once).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
     /// `--mode postgres`: an empty PostgreSQL database to seed and measure.
     #[arg(long, env = "TOKEND_STORE", hide_env_values = true)]
     pub store: Option<String>,
@@ -133,6 +138,13 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
     if args.mode == Mode::Postgres {
         let url = args.store.as_deref().ok_or("--mode postgres needs --store postgres://… (an empty database)")?;
         return postgres::run(args, url, &dir);
+    }
+    if let Some(keep) = &args.keep {
+        if args.mode != Mode::Startup {
+            return Err("--keep goes with --mode startup".into());
+        }
+        seed_kept(keep, args.tokens)?;
+        return startup(&[OsStr::new("--data-dir"), keep.as_os_str()]);
     }
     let started = Instant::now();
     // The tail phase uses every token; the others a sample of about 100.
@@ -177,6 +189,36 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         let sample = valid.iter().step_by(if tail { cached_every } else { 1 }).cloned().collect();
         in_process(args, &dir, &admin, sample, Phases::Cached)?;
     }
+    Ok(())
+}
+
+/// Seeds `n` tokens into `dir` unless an earlier `--keep` run did: a
+/// marker file records how many, written only once the store is complete.
+fn seed_kept(dir: &Path, n: usize) -> Result<(), BoxError> {
+    let marker = dir.join("tokend-bench-seeded");
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if text.trim() == n.to_string() => {
+            println!("tokend bench: reusing {} tokens seeded in {}", n, dir.display());
+            return Ok(());
+        }
+        Ok(text) => {
+            return Err(
+                format!("{} holds {} seeded tokens, not {n}: give another --keep", dir.display(), text.trim()).into()
+            );
+        }
+        Err(_) if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
+            return Err(format!(
+                "{} is not empty and was not seeded by --keep: give an empty or new one",
+                dir.display()
+            )
+            .into());
+        }
+        Err(_) => {}
+    }
+    let started = Instant::now();
+    seed::store(dir, n, n.max(1), Clock::System.now())?;
+    std::fs::write(&marker, n.to_string())?;
+    println!("tokend bench: {n} tokens seeded in {:.1?} into {} (kept)", started.elapsed(), dir.display());
     Ok(())
 }
 

@@ -80,6 +80,17 @@ pub trait Store: Send + Sync + 'static {
     /// collecting a million records first. Returns whether the first admin
     /// token was ever created.
     fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
+    /// About how many records [`Store::load`] will read, if the store can
+    /// tell cheaply (for start-up progress; may be off, or stale).
+    fn size_hint(&self) -> Option<u64> {
+        None
+    }
+    /// Notes how many records a load read, for the next start's
+    /// [`Store::size_hint`] where the store cannot count cheaply. Not
+    /// durable by itself.
+    fn note_size(&self, _records: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Applies `changes` and appends `audit` atomically: after a crash, all
     /// or none are present. Not yet durable; see [`Store::flush`]. The event
     /// is sealed — numbered and chained after the store's last one, one

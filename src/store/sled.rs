@@ -54,6 +54,8 @@ pub struct SledStore {
 }
 
 const META_BOOTSTRAPPED: &[u8] = b"bootstrapped";
+/// Records read by the last load (sled counts a tree only by reading it).
+const META_LOADED: &[u8] = b"loaded";
 
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`.
@@ -139,6 +141,16 @@ impl Store for SledStore {
     fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let key = id.to_bytes();
         self.tokens.get(key)?.map(|value| decode(&key, &value)).transpose()
+    }
+
+    fn size_hint(&self) -> Option<u64> {
+        let value = self.meta.get(META_LOADED).ok()??;
+        Some(u64::from_be_bytes(value.as_ref().try_into().ok()?))
+    }
+
+    fn note_size(&self, records: u64) -> Result<(), StoreError> {
+        self.meta.insert(META_LOADED, &records.to_be_bytes()[..])?;
+        Ok(())
     }
 
     /// One writer (the registry's lock): versions and the quota were
@@ -294,6 +306,12 @@ mod tests {
         page.events.iter().try_for_each(|e| chain.push(Some(e))).unwrap();
         assert_eq!(chain.head(), audit::Head::of(&second).unwrap());
         assert_eq!(store.audit_raw(1, 10).unwrap().len(), 1);
+        // The load's size is kept for the next start's progress estimate.
+        assert_eq!(store.size_hint(), None);
+        store.note_size(1).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        assert_eq!(SledStore::open(dir.path(), &options()).unwrap().size_hint(), Some(1));
     }
 
     #[test]

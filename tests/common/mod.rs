@@ -246,3 +246,18 @@ pub fn check_chain(events: &[pb::AuditEvent]) -> Result<tokend::audit::Head, tok
     }
     Ok(chain.head())
 }
+
+/// Copies the directory tree `from` into `to` (a data dir, while no server
+/// has it open).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

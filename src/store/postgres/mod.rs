@@ -464,6 +464,19 @@ impl Store for PostgresStore {
         })
     }
 
+    /// The planner's estimate (kept by autovacuum and ANALYZE).
+    fn size_hint(&self) -> Option<u64> {
+        let estimate = self.block(async {
+            let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+            let row = client
+                .query_one("SELECT reltuples::bigint FROM pg_class WHERE oid = 'tokend_tokens'::regclass", &[])
+                .await
+                .map_err(|e| self.pg(e))?;
+            Ok(row.get::<_, i64>(0))
+        });
+        estimate.ok().and_then(|n| u64::try_from(n).ok())
+    }
+
     fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let key = id.to_bytes();
         self.block(async {
