@@ -96,6 +96,8 @@ impl Maker {
 
 /// Tokens written to the store per batch.
 const CHUNK: usize = 10_000;
+/// Tokens written between two flushes while seeding.
+const FLUSH_EVERY: usize = 500_000;
 
 /// Writes `n` synthetic tokens into a sled store at `dir` (marked
 /// bootstrapped, so tokend will not create an admin token there) plus one
@@ -112,16 +114,19 @@ pub fn store(dir: &Path, n: usize, keep_every: usize, now: Time) -> Result<Vec<S
         if i % keep_every.max(1) == 0 {
             secrets.push(secret);
         }
-        batch.push(Change::Put(record));
+        batch.push(record);
         if batch.len() == CHUNK {
-            store.apply(&batch, None, None)?;
+            store.bulk_put(&batch)?;
             batch.clear();
+        }
+        if (i + 1) % FLUSH_EVERY == 0 {
+            store.flush()?;
         }
     }
     let (admin_record, admin) = maker.admin();
-    batch.push(Change::Put(admin_record));
-    batch.push(Change::Bootstrapped);
-    store.apply(&batch, None, None)?;
+    batch.push(admin_record);
+    store.bulk_put(&batch)?;
+    store.apply(&[Change::Bootstrapped], None, None)?;
     store.flush()?;
     secrets.insert(0, admin);
     Ok(secrets)

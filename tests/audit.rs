@@ -248,6 +248,9 @@ async fn tampering_with_the_store_is_found_offline() {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code(), text)
     };
+    let (code, text) = verify(&dir.path().join("no-such-dir"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("not a tokend data dir"), "{text}");
     let (code, text) = verify(dir.path());
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&format!("5 events, head {head}")), "{text}");

@@ -60,6 +60,11 @@ pub(super) async fn execute(command: AuditCommand) -> Result<u8, CliError> {
         AuditCommand::Verify { data_dir, store, conn } => {
             let checked = match (data_dir, store) {
                 (Some(dir), _) => {
+                    // Opening would create an empty store, and a mistyped path
+                    // would "verify" with 0 events.
+                    if !dir.join("db").is_file() {
+                        return Err(CliError::Usage(format!("--data-dir {}: not a tokend data dir", dir.display())));
+                    }
                     let options = SledOptions { cache_bytes: 16 << 20, fsync: false };
                     let store = SledStore::open(&dir, &options)
                         .map_err(|e| CliError::Usage(format!("--data-dir {}: {e}", dir.display())))?;

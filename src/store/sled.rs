@@ -101,6 +101,17 @@ impl SledStore {
 }
 
 impl SledStore {
+    /// Writes `records` one insert at a time, not atomically: for seeding
+    /// a new store. sled 0.34 holds the pages an `apply_batch` touches in
+    /// memory far past its cache capacity (spacejam/sled#1303): seeding
+    /// ten million tokens in batches took 24 GB.
+    pub fn bulk_put(&self, records: &[TokenRecord]) -> Result<(), StoreError> {
+        for r in records {
+            self.tokens.insert(&r.id.to_bytes()[..], encode(r))?;
+        }
+        Ok(())
+    }
+
     fn head(&self) -> MutexGuard<'_, audit::Head> {
         self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -312,6 +323,19 @@ mod tests {
         store.flush().unwrap();
         drop(store);
         assert_eq!(SledStore::open(dir.path(), &options()).unwrap().size_hint(), Some(1));
+    }
+
+    #[test]
+    fn bulk_put_records_load_back_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = IdGenerator::default();
+        let records: Vec<_> = (0..100).map(|_| record(&ids)).collect();
+        let store = SledStore::open(dir.path(), &options()).unwrap();
+        store.bulk_put(&records[50..]).unwrap();
+        store.bulk_put(&records[..50]).unwrap();
+        let mut loaded = Vec::new();
+        store.load(&mut |r, _| loaded.push(r)).unwrap();
+        assert_eq!(loaded, records);
     }
 
     #[test]
