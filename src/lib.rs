@@ -46,6 +46,7 @@ pub mod id;
 pub mod index;
 pub mod last_used;
 pub mod limits;
+pub mod load;
 pub mod loadgen;
 pub mod metrics;
 pub mod pb;

@@ -20,7 +20,6 @@ use crate::{
     limits::Limits,
     metrics::Metrics,
     pb::token_service_server::TokenServiceServer,
-    progress::{self, Progress},
     registry::{Created, Registry, RegistryOptions},
     service::{
         admin::AdminService,
@@ -446,34 +445,13 @@ async fn open_store(config: &Config) -> Result<Opened, StartError> {
         }
     };
     let loading = store.clone();
-    let (bootstrapped, index) = tokio::task::spawn_blocking(move || {
-        let index = Index::default();
-        let expected = loading.size_hint();
-        let mut progress = Progress::new(expected, progress::INTERVAL);
-        let bootstrapped = loading.load(&mut |record, used| {
-            index.insert_loaded(record, used);
-            if let Some(r) = progress.step() {
-                let left = r.left.map(|d| d.as_secs());
-                tracing::info!(
-                    tokens = r.done,
-                    per_second = r.per_second,
-                    expected,
-                    seconds_left = left,
-                    "loading tokens"
-                );
-            }
+    let (bootstrapped, index) = tokio::task::spawn_blocking(move || crate::load::index_from(&loading))
+        .await
+        .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))?
+        .map_err(|e| match e {
+            StoreError::Corrupt { key, message } => StartError::Corrupt { store: described.clone(), key, message },
+            other => StartError::Store(other),
         })?;
-        if let Err(e) = loading.note_size(index.len() as u64) {
-            tracing::warn!(error = %e, "cannot note the token count for the next start's progress");
-        }
-        Ok::<_, StoreError>((bootstrapped, index))
-    })
-    .await
-    .map_err(|e| StartError::Config(format!("start-up task failed: {e}")))?
-    .map_err(|e| match e {
-        StoreError::Corrupt { key, message } => StartError::Corrupt { store: described.clone(), key, message },
-        other => StartError::Store(other),
-    })?;
     tracing::info!(tokens = index.len(), store = %described, "token store loaded");
     if let Some(feed) = &feed {
         feed.freshness.confirm();
