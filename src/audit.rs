@@ -90,6 +90,25 @@ impl Draft {
         self
     }
 
+    /// The event without its place in the chain (`seq` 0, no hashes): what
+    /// a store that seals later keeps until then.
+    pub fn unsealed(&self) -> Event {
+        let (seconds, nanos) = self.time.to_parts();
+        Event {
+            seq: 0,
+            time: Some(prost_types::Timestamp { seconds, nanos }),
+            actor_id: self.actor_id.map(|id| id.to_string()).unwrap_or_default(),
+            action: self.action.to_owned(),
+            target_id: self.target_id.map(|id| id.to_string()).unwrap_or_default(),
+            owner: self.owner.clone(),
+            code: self.code.to_owned(),
+            peer: self.peer.map(|ip| ip.to_canonical().to_string()).unwrap_or_default(),
+            details: self.details.clone(),
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        }
+    }
+
     /// Adds `labels` as `labels.<key>` details (`labels` alone, empty, for
     /// none).
     pub fn with_labels(mut self, labels: &Labels) -> Draft {
@@ -263,28 +282,6 @@ impl Head {
     }
 }
 
-impl Draft {
-    /// The event without its place in the chain (`seq` 0, no hashes): what
-    /// a store that seals later keeps until then.
-    pub fn unsealed(&self) -> Event {
-        let draft = self;
-        let (seconds, nanos) = draft.time.to_parts();
-        Event {
-            seq: 0,
-            time: Some(prost_types::Timestamp { seconds, nanos }),
-            actor_id: draft.actor_id.map(|id| id.to_string()).unwrap_or_default(),
-            action: draft.action.to_owned(),
-            target_id: draft.target_id.map(|id| id.to_string()).unwrap_or_default(),
-            owner: draft.owner.clone(),
-            code: draft.code.to_owned(),
-            peer: draft.peer.map(|ip| ip.to_canonical().to_string()).unwrap_or_default(),
-            details: draft.details.clone(),
-            prev_hash: Vec::new(),
-            hash: Vec::new(),
-        }
-    }
-}
-
 /// Where a chain stops holding together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("audit chain broken at seq {seq}: {why}")]
@@ -351,7 +348,7 @@ pub struct Filter {
 impl Filter {
     /// Whether `event` passes.
     pub fn matches(&self, event: &Event) -> bool {
-        let id = |want: Option<TokenId>, have: &str| want.is_none_or(|id| id.to_string() == have);
+        let id = |want: Option<TokenId>, have: &str| want.is_none_or(|id| have.parse() == Ok(id));
         id(self.target_id, &event.target_id)
             && id(self.actor_id, &event.actor_id)
             && self.since.is_none_or(|since| event.time() >= since)

@@ -80,23 +80,21 @@ impl AdminAuth {
             _ => Access::default(),
         };
         let (code, reason, message) = match (verdict.outcome, token_id) {
-            (Outcome::Ok, Some(_)) if access.is_none() => (
-                Code::PermissionDenied,
-                "insufficient_scope",
-                "admin calls need a token with a tokend.admin or tokend.read scope",
-            ),
-            (Outcome::Ok, Some(_)) if needs == Need::Write && access.write.is_nothing() => (
-                Code::PermissionDenied,
-                "read_only",
-                "this call needs a token with a tokend.admin scope (tokend.read only reads)",
-            ),
-            (Outcome::Ok, Some(token_id)) => return Ok(Actor { token_id, access, peer }),
-            // Not asked for (no scope was required); answered as above.
-            (Outcome::InsufficientScope, _) => (
-                Code::PermissionDenied,
-                "insufficient_scope",
-                "admin calls need a token with a tokend.admin or tokend.read scope",
-            ),
+            // No scope is required of the verifier, so InsufficientScope does
+            // not come; were it to, it would mean the same as no access.
+            (Outcome::Ok | Outcome::InsufficientScope, Some(token_id)) => match access {
+                access if access.is_none() => (
+                    Code::PermissionDenied,
+                    "insufficient_scope",
+                    "admin calls need a token with a tokend.admin or tokend.read scope",
+                ),
+                access if needs == Need::Write && access.write.is_nothing() => (
+                    Code::PermissionDenied,
+                    "read_only",
+                    "this call needs a token with a tokend.admin scope (tokend.read only reads)",
+                ),
+                access => return Ok(Actor { token_id, access, peer }),
+            },
             (Outcome::Expired, _) => (Code::Unauthenticated, "expired", "admin token has expired"),
             (Outcome::Stale, _) => {
                 (Code::Unavailable, "stale", "this replica is not current with the token store; try another")
@@ -107,7 +105,10 @@ impl AdminAuth {
                 (Code::PermissionDenied, "ip_not_allowed", "admin token may not be used from this address")
             }
             (Outcome::Unknown, _) => (Code::Unauthenticated, "unknown", "admin token is unknown"),
-            (Outcome::Malformed | Outcome::Ok, _) => (Code::Unauthenticated, "malformed", "admin token is malformed"),
+            // (Ok and InsufficientScope always come with their entry.)
+            (Outcome::Malformed | Outcome::Ok | Outcome::InsufficientScope, _) => {
+                (Code::Unauthenticated, "malformed", "admin token is malformed")
+            }
         };
         match token_id {
             Some(id) => tracing::warn!(reason, token_id = %id, "admin call refused"),

@@ -169,13 +169,9 @@ pub struct ListFilter {
 
 impl ListFilter {
     fn matches(&self, e: &Entry, now: Time) -> bool {
-        if let Some(within) = &self.within
-            && !within.iter().any(|o| **o == *e.record.owner)
-        {
-            return false;
-        }
         let r = &e.record;
         self.owner.as_deref().is_none_or(|o| *r.owner == *o)
+            && self.within.as_ref().is_none_or(|owners| owners.iter().any(|o| **o == *r.owner))
             && self.status.is_none_or(|s| r.status_at(now) == s)
             && self.name_prefix.as_deref().is_none_or(|p| r.name.starts_with(p))
             && self.last_used_before.is_none_or(|t| e.last_used().is_none_or(|used| used < t))

@@ -4,8 +4,6 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{cidr::Allowlist, clock::Time, id::TokenId, token::TokenHash};
 
-pub use crate::access::ADMIN_SCOPE;
-
 /// Revoke reason recorded when a rotation with no grace period revokes the
 /// previous token.
 pub const ROTATED_REASON: &str = "rotated";

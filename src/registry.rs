@@ -165,13 +165,7 @@ impl Registry {
                 spec.owner
             )));
         }
-        if let Some(scope) = spec.scopes.iter().find(|s| is_reserved(s))
-            && !actor.access.is_full_admin()
-        {
-            return Err(Error::PermissionDenied(format!(
-                "only a tokend.admin token may grant the reserved scope {scope:?}"
-            )));
-        }
+        may_carry(actor, spec.scopes.iter().map(String::as_str), "issue")?;
         spec.ttl = self.options.ttl_policy.issue_ttl(spec.ttl)?;
         let actor = actor.clone();
         let secret = Secret::generate(&self.options.token_prefix);
@@ -190,7 +184,7 @@ impl Registry {
                 }
                 let quota = (limit > 0).then_some(OwnerQuota { owner: &spec.owner, limit, now });
                 let record = this.new_record(hash, hint.clone(), spec.clone(), now, None);
-                let draft = this.draft(&actor, "issue", &record).with_record(&record);
+                let draft = this.draft(&actor, "issue", &record, now).with_record(&record);
                 this.write_locked(vec![Change::Put(record.clone())], Some(draft), quota, sealed)?;
                 this.entry(record.id)
             })
@@ -228,13 +222,13 @@ impl Registry {
         // change a crash could undo. It is audited too: the call was made.
         let actor = actor.clone();
         self.write(move |this, sealed| {
+            let now = this.clock.now();
             let current = this.entry_within(id, &actor.access.write)?;
-            let draft = this.draft(&actor, "revoke", &current.record);
+            let draft = this.draft(&actor, "revoke", &current.record, now);
             if current.record.revoke_time.is_some() {
                 this.write_locked(vec![], Some(draft.with("already_revoked", "true")), None, sealed)?;
                 return Ok(current);
             }
-            let now = this.clock.now();
             let mut record = current.record.revised_at(now);
             record.revoke_time = Some(now);
             record.revoke_reason = reason.as_str().into();
@@ -260,7 +254,7 @@ impl Registry {
             .write(move |this, sealed| {
                 let now = this.clock.now();
                 let old = this.entry_within(id, &actor.access.write)?;
-                this.may_keep_scopes(&actor, old.record.scopes.iter(), "rotate")?;
+                may_carry(&actor, old.record.scopes.iter(), "rotate")?;
                 match old.record.status_at(now) {
                     Status::Revoked => return Err(Error::FailedPrecondition { id, why: "is revoked" }),
                     Status::Expired => return Err(Error::FailedPrecondition { id, why: "has expired" }),
@@ -296,7 +290,7 @@ impl Registry {
                         old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
                     }
                 }
-                let mut draft = this.draft(&actor, "rotate", &old.record).with("new_id", new.id.to_string());
+                let mut draft = this.draft(&actor, "rotate", &old.record, now).with("new_id", new.id.to_string());
                 draft = draft.with("grace_period", format!("{}s", grace.unwrap_or_default().as_secs_f64()));
                 if let Some(t) = old_record.expire_time.filter(|_| grace.is_some()) {
                     draft = draft.with("expire_time", audit::time_text(t));
@@ -323,8 +317,8 @@ impl Registry {
             let current = this.entry_within(id, &actor.access.write)?;
             let old = &current.record;
             match &update.scopes {
-                Some(scopes) => this.may_keep_scopes(&actor, scopes.iter().map(String::as_str), "update")?,
-                None => this.may_keep_scopes(&actor, old.scopes.iter(), "update")?,
+                Some(scopes) => may_carry(&actor, scopes.iter().map(String::as_str), "update")?,
+                None => may_carry(&actor, old.scopes.iter(), "update")?,
             }
             if old.revoke_time.is_some() {
                 return Err(Error::FailedPrecondition { id, why: "is revoked" });
@@ -370,7 +364,7 @@ impl Registry {
             if let Some(cidrs) = &update.allowed_cidrs {
                 record.allowed_cidrs = cidrs.clone();
             }
-            let draft = this.draft(&actor, "update", old);
+            let draft = this.draft(&actor, "update", old, now);
             let draft = update.describe(draft, &record);
             this.write_locked(vec![Change::Put(record)], Some(draft), None, sealed)?;
             this.entry(id)
@@ -500,28 +494,11 @@ impl Registry {
         .map_err(Error::Store)
     }
 
-    /// A draft of `action` by `actor` on the token `target`.
-    fn draft(&self, actor: &Actor, action: &'static str, target: &TokenRecord) -> Draft {
+    /// A draft of `action` by `actor` on the token `target`, at `now`.
+    fn draft(&self, actor: &Actor, action: &'static str, target: &TokenRecord, now: Time) -> Draft {
         Draft {
             target_id: Some(target.id),
-            ..Draft::ok(self.clock.now(), action, Some((actor.token_id, actor.peer)), &target.owner)
-        }
-    }
-
-    /// A token carrying reserved scopes is a full admin's to rotate or
-    /// update: an admin limited to some owners could otherwise mint or
-    /// widen admin tokens. (It may still revoke one.)
-    fn may_keep_scopes<'a>(
-        &self,
-        actor: &Actor,
-        mut scopes: impl Iterator<Item = &'a str>,
-        action: &str,
-    ) -> Result<(), Error> {
-        match scopes.find(|s| is_reserved(s)) {
-            Some(scope) if !actor.access.is_full_admin() => Err(Error::PermissionDenied(format!(
-                "only a tokend.admin token may {action} a token carrying the reserved scope {scope:?}"
-            ))),
-            _ => Ok(()),
+            ..Draft::ok(now, action, Some((actor.token_id, actor.peer)), &target.owner)
         }
     }
 
@@ -586,6 +563,18 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Only a full admin (`tokend.admin`) may issue, rotate or update a token
+/// that carries (or would carry) a reserved scope: an admin limited to some
+/// owners could otherwise mint or widen admin tokens. (It may revoke one.)
+fn may_carry<'a>(actor: &Actor, mut scopes: impl Iterator<Item = &'a str>, action: &str) -> Result<(), Error> {
+    match scopes.find(|s| is_reserved(s)) {
+        Some(scope) if !actor.access.is_full_admin() => Err(Error::PermissionDenied(format!(
+            "only a tokend.admin token may {action} a token carrying the reserved scope {scope:?}"
+        ))),
+        _ => Ok(()),
     }
 }
 

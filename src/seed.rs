@@ -89,7 +89,7 @@ impl Maker {
         let (mut record, secret) = self.next(0);
         record.name = "bench-admin".into();
         record.owner = "tokend".into();
-        record.scopes = [crate::record::ADMIN_SCOPE.to_string()].into_iter().collect();
+        record.scopes = [crate::access::ADMIN_SCOPE.to_string()].into_iter().collect();
         (record, secret)
     }
 }

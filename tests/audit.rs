@@ -329,3 +329,54 @@ async fn the_audit_log_file_holds_each_event_as_protobuf_json() {
     let actions: BTreeSet<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
     assert_eq!(actions, BTreeSet::from(["bootstrap", "issue", "revoke", "get"]));
 }
+
+#[tokio::test]
+async fn refusals_before_the_handler_and_repeated_revokes_are_audited() {
+    let server = TestServer::start().await;
+    let mut root = server.admin().await;
+    let reader = issue(&mut root, "audit", "ops", &["tokend.read"]).await;
+    let fenced = root
+        .issue(pb::IssueRequest {
+            allowed_cidrs: vec!["192.0.2.0/24".into()],
+            ..issue_request("far", "ops", &["tokend.admin"])
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = issue(&mut root, "t", "team-a", &[]).await;
+    // A reader writing, an admin token from outside its allowlist: refused
+    // before any handler runs, and on the record.
+    let read_only = server.admin_as(&reader.secret).await.issue(issue_request("x", "team-a", &[])).await;
+    assert_eq!(read_only.unwrap_err().code(), Code::PermissionDenied);
+    let outside = server.admin_as(&fenced.secret).await.get(pb::GetRequest { id: id(&t) }).await;
+    assert_eq!(outside.unwrap_err().code(), Code::PermissionDenied);
+    let bad_page = pb::ListAuditEventsRequest { page_token: "nonsense".into(), ..Default::default() };
+    assert_eq!(root.list_audit_events(bad_page).await.unwrap_err().code(), Code::InvalidArgument);
+    for _ in 0..2 {
+        root.revoke(pb::RevokeRequest { id: id(&t), reason: "r".into() }).await.unwrap();
+    }
+    // Past the last possible position: an empty last page, not a panic.
+    let end = pb::ListAuditEventsRequest { page_token: format!("a{}", u64::MAX), ..Default::default() };
+    let end = root.list_audit_events(end).await.unwrap().into_inner();
+    assert!(end.events.is_empty() && end.next_page_token.is_empty());
+
+    let events = audit_events(&mut root, Default::default()).await;
+    check_chain(&events).unwrap();
+    let tail: Vec<(&str, &str, &str)> =
+        events[4..].iter().map(|e| (e.action.as_str(), e.code.as_str(), e.actor_id.as_str())).collect();
+    let root_id = events[1].actor_id.as_str();
+    assert_eq!(
+        tail,
+        [
+            ("issue", "PERMISSION_DENIED", id(&reader).as_str()),
+            ("get", "PERMISSION_DENIED", id(&fenced).as_str()),
+            ("listauditevents", "INVALID_ARGUMENT", root_id),
+            ("revoke", "OK", root_id),
+            ("revoke", "OK", root_id),
+        ]
+    );
+    assert!(events[4].details["message"].contains("tokend.admin"), "{:?}", events[4].details);
+    assert_eq!(events[5].target_id, id(&t));
+    assert_eq!(events[7].details.get("already_revoked"), None);
+    assert_eq!(events[8].details["already_revoked"], "true", "a repeated revoke is recorded as such");
+}

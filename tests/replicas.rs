@@ -217,6 +217,17 @@ async fn replicas_append_to_one_audit_chain() {
     let (code, text) = tokio::task::spawn_blocking(verify.clone()).await.unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&format!("85 events, head {head_hex}")), "{text}");
+    // The filters run in SQL here: by target, and by owner for an
+    // owner-scoped reader.
+    let target = from_0[7].target_id.clone();
+    let on = pb::ListAuditEventsRequest { target_id: target.clone(), ..Default::default() };
+    let on_target = common::audit_events(&mut r[1].admin().await, on).await;
+    assert!(!on_target.is_empty() && on_target.iter().all(|e| e.target_id == target), "{on_target:?}");
+    assert_eq!(on_target.len(), from_0.iter().filter(|e| e.target_id == target).count());
+    let reader = issue(&mut r[1].admin().await, "audit-3", "team-3", &["tokend.read:team-3"]).await;
+    let theirs = common::audit_events(&mut r[1].admin_as(&reader.secret).await, Default::default()).await;
+    assert_eq!(theirs.len(), 1 + 10 + 4, "team-3's ten issues and four revokes, and the reader's own issue");
+    assert!(theirs.iter().all(|e| e.owner == "team-3"));
     // Rewrite event 7's owner inside its stored bytes (same length).
     let owner = &from_0[6].owner;
     let forged = owner.replace("team-", "tEam-");

@@ -81,23 +81,18 @@ pub(super) async fn execute(command: AuditCommand) -> Result<u8, CliError> {
             Ok(report(checked, conn.output))
         }
         AuditCommand::List { target, actor, since, conn } => {
-            let mut admin = admin(&conn).await?;
-            let mut req = pb::ListAuditEventsRequest {
+            let filter = pb::ListAuditEventsRequest {
                 target_id: target.unwrap_or_default(),
                 actor_id: actor.unwrap_or_default(),
                 since,
-                page_size: CHUNK as i32,
-                page_token: String::new(),
+                ..Default::default()
             };
             let mut events = Vec::new();
-            loop {
-                let page = admin.list_audit_events(req.clone()).await?.into_inner();
-                events.extend(page.events);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                req.page_token = page.next_page_token;
-            }
+            each_page(&conn, filter, |page| {
+                events.extend(page);
+                true
+            })
+            .await?;
             print_events(&events, conn.output);
             Ok(0)
         }
@@ -129,37 +124,31 @@ async fn verify_store(store: Arc<dyn Store>) -> Result<Result<Head, Broken>, Cli
 /// `tokend.admin` or `tokend.read`: an owner-limited token sees only part
 /// of the chain, which then does not verify.
 async fn verify_server(conn: &Connection) -> Result<Result<Head, Broken>, CliError> {
-    let mut admin = admin(conn).await?;
     let mut chain = Chain::default();
-    let mut req = pb::ListAuditEventsRequest { page_size: CHUNK as i32, ..Default::default() };
-    loop {
-        let page = admin.list_audit_events(req.clone()).await?.into_inner();
-        for e in page.events {
-            if let Err(broken) = chain.push(Some(&stored(e))) {
-                return Ok(Err(broken));
-            }
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(Ok(chain.head()));
-        }
-        req.page_token = page.next_page_token;
-    }
+    let mut broken = None;
+    each_page(conn, Default::default(), |page| {
+        broken = page.into_iter().find_map(|e| chain.push(Some(&Event::from(e))).err());
+        broken.is_none()
+    })
+    .await?;
+    Ok(broken.map_or(Ok(chain.head()), Err))
 }
 
-/// An event as served, in the stored form the chain is computed over.
-fn stored(e: pb::AuditEvent) -> Event {
-    Event {
-        seq: e.seq,
-        time: e.time,
-        actor_id: e.actor_id,
-        action: e.action,
-        target_id: e.target_id,
-        owner: e.owner,
-        code: e.code,
-        peer: e.peer,
-        details: e.details.into_iter().collect(),
-        prev_hash: e.prev_hash,
-        hash: e.hash,
+/// Reads the server's events matching `filter`, a page at a time, handing
+/// each page to `each` until it returns false or the events run out.
+async fn each_page(
+    conn: &Connection,
+    filter: pb::ListAuditEventsRequest,
+    mut each: impl FnMut(Vec<pb::AuditEvent>) -> bool,
+) -> Result<(), CliError> {
+    let mut admin = admin(conn).await?;
+    let mut req = pb::ListAuditEventsRequest { page_size: CHUNK as i32, ..filter };
+    loop {
+        let page = admin.list_audit_events(req.clone()).await?.into_inner();
+        if !each(page.events) || page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        req.page_token = page.next_page_token;
     }
 }
 
@@ -189,7 +178,7 @@ fn print_events(events: &[pb::AuditEvent], output: Output) {
         // The same JSON as --audit-log-file writes.
         let all: Vec<Value> = events
             .iter()
-            .map(|e| serde_json::from_str(&stored(e.clone()).to_json_line()).unwrap_or(Value::Null))
+            .map(|e| serde_json::from_str(&Event::from(e.clone()).to_json_line()).unwrap_or(Value::Null))
             .collect();
         println!("{}", Value::Array(all));
         return;

@@ -218,7 +218,7 @@ impl Metrics {
 
     /// Records an admin call, refused or answered.
     pub fn admin(&self, rpc: Rpc, code: tonic::Code, elapsed: Duration) {
-        self.admin.get_or_create(&vec![("rpc", rpc.name()), ("code", code_name(code))]).inc();
+        self.admin.get_or_create(&vec![("rpc", rpc.name()), ("code", crate::service::code_name(code))]).inc();
         self.latency[rpc as usize].observe(elapsed);
     }
 
@@ -271,29 +271,6 @@ fn registered<M: prometheus_client::registry::Metric + Clone + Default>(
     let metric = M::default();
     registry.register(name, help, metric.clone());
     metric
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Serves `GET /metrics` (HTTP/1.1) on the connections of `incoming` until

@@ -139,26 +139,9 @@ pub async fn list_events(
     let after = decode_page_token(&req.page_token)?;
     let page = registry.audit_page(filter, after, limit).await?;
     Ok(pb::ListAuditEventsResponse {
-        events: page.events.into_iter().map(event).collect(),
+        events: page.events.into_iter().map(pb::AuditEvent::from).collect(),
         next_page_token: page.next_after.map(encode_page_token).unwrap_or_default(),
     })
-}
-
-/// An event as the API shows it: the same fields.
-fn event(e: audit::Event) -> pb::AuditEvent {
-    pb::AuditEvent {
-        seq: e.seq,
-        time: e.time,
-        actor_id: e.actor_id,
-        action: e.action,
-        target_id: e.target_id,
-        owner: e.owner,
-        code: e.code,
-        peer: e.peer,
-        details: e.details.into_iter().collect(),
-        prev_hash: e.prev_hash,
-        hash: e.hash,
-    }
 }
 
 /// An audit page token: `a` and the last sequence number looked at.
@@ -205,7 +188,7 @@ mod tests {
     fn an_event_converts_field_by_field() {
         let draft = Draft::ok(crate::clock::Time(1_000_000_123), "update", None, "team-a").with("name", "x");
         let sealed = audit::Head::EMPTY.seal(&draft);
-        let shown = event(sealed.clone());
+        let shown = pb::AuditEvent::from(sealed.clone());
         // Same wire form: the API message is the stored one.
         assert_eq!(prost::Message::encode_to_vec(&shown), prost::Message::encode_to_vec(&sealed));
     }

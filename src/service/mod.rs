@@ -36,7 +36,8 @@ pub fn status(e: Error) -> Status {
     }
 }
 
-/// A gRPC code's canonical name (`NOT_FOUND`), as the audit trail records it.
+/// A gRPC code's canonical name (`NOT_FOUND`), as the metrics label and the
+/// audit trail record it.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {

@@ -112,6 +112,21 @@ impl SledStore {
         Ok(())
     }
 
+    /// The stored audit events after `after`, numbered by their keys.
+    fn audit_after(&self, after: u64) -> impl Iterator<Item = Result<(u64, ::sled::IVec), StoreError>> + '_ {
+        // A page token at the very end (u64::MAX) has nothing after it.
+        let range = after.checked_add(1).map(|first| self.audit.range(first.to_be_bytes()..));
+        range.into_iter().flatten().map(|item| {
+            let (key, value) = item?;
+            let seq = key
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt { key: hex(&key), message: "bad audit key".into() })?;
+            Ok((seq, value))
+        })
+    }
+
     fn head(&self) -> MutexGuard<'_, audit::Head> {
         self.head.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -210,30 +225,17 @@ impl Store for SledStore {
     }
 
     fn audit_page(&self, filter: &audit::Filter, after: u64, limit: usize) -> Result<audit::Page, StoreError> {
-        let stored = self.audit.range((after + 1).to_be_bytes()..).map(|item| {
-            let (key, value) = item?;
-            let corrupt = |message: &str| StoreError::Corrupt { key: hex(&key), message: message.into() };
-            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| corrupt("bad audit key"))?);
-            let event = audit::Event::decode_stored(&value).map_err(|e| corrupt(&e.to_string()))?;
+        let stored = self.audit_after(after).map(|item| {
+            let (seq, value) = item?;
+            let event = audit::Event::decode_stored(&value)
+                .map_err(|e| StoreError::Corrupt { key: format!("audit {seq}"), message: e.to_string() })?;
             Ok((seq, event))
         });
         audit::page_of(stored, filter, limit)
     }
 
     fn audit_raw(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.audit
-            .range((after + 1).to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item?;
-                let seq = u64::from_be_bytes(
-                    key.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt { key: hex(&key), message: "bad audit key".into() })?,
-                );
-                Ok((seq, value.to_vec()))
-            })
-            .collect()
+        self.audit_after(after).take(limit).map(|item| item.map(|(seq, value)| (seq, value.to_vec()))).collect()
     }
 
     fn record_last_used(&self, times: &[(TokenId, Time)]) -> Result<(), StoreError> {

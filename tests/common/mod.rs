@@ -229,20 +229,7 @@ pub async fn audit_events(admin: &mut AdminClient, filter: pb::ListAuditEventsRe
 pub fn check_chain(events: &[pb::AuditEvent]) -> Result<tokend::audit::Head, tokend::audit::Broken> {
     let mut chain = tokend::audit::Chain::default();
     for e in events {
-        let stored = tokend::audit::Event {
-            seq: e.seq,
-            time: e.time,
-            actor_id: e.actor_id.clone(),
-            action: e.action.clone(),
-            target_id: e.target_id.clone(),
-            owner: e.owner.clone(),
-            code: e.code.clone(),
-            peer: e.peer.clone(),
-            details: e.details.clone().into_iter().collect(),
-            prev_hash: e.prev_hash.clone(),
-            hash: e.hash.clone(),
-        };
-        chain.push(Some(&stored))?;
+        chain.push(Some(&tokend::audit::Event::from(e.clone())))?;
     }
     Ok(chain.head())
 }

@@ -15,8 +15,9 @@
 //! the checks made in SQL, and the last-used time, which only ever moves
 //! forward), `tokend_changes` (the change feed's outbox) and the sequence
 //! `tokend_last_used_batches` (see `feed`), `tokend_meta` (the bootstrap
-//! flag), `tokend_audit` and `tokend_audit_head` (the audit chain and its
-//! end) and `tokend_schema_migrations`.
+//! flag), `tokend_audit_pending` (events written, not yet chained),
+//! `tokend_audit` and `tokend_audit_head` (the chain and its end) and
+//! `tokend_schema_migrations`.
 
 mod feed;
 mod migrations;
@@ -349,10 +350,7 @@ impl PostgresStore {
     /// Appends an audit event alone (a refusal, a repeated revoke).
     async fn append_pending(&self, event: &[u8]) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(|e| self.pool_error(e))?;
-        let statement = client
-            .prepare_cached("INSERT INTO tokend_audit_pending (event) VALUES ($1)")
-            .await
-            .map_err(|e| self.pg(e))?;
+        let statement = client.prepare_cached(APPEND_PENDING).await.map_err(|e| self.pg(e))?;
         client.execute(&statement, &[&event]).await.map_err(|e| self.pg(e))?;
         Ok(())
     }
@@ -431,6 +429,9 @@ impl<'a> TokenRow<'a> {
         [&self.id, &self.owner, &self.version, &self.expire_time, &self.revoke_time, &self.record]
     }
 }
+
+/// Appends an unsealed audit event.
+const APPEND_PENDING: &str = "INSERT INTO tokend_audit_pending (event) VALUES ($1)";
 
 /// Writes a new token, unless its id exists (a conflict).
 const INSERT_TOKEN: &str = "INSERT INTO tokend_tokens (id, owner, version, expire_time, revoke_time, record)
@@ -551,9 +552,7 @@ impl Store for PostgresStore {
                 }
             }
             if let Some(event) = &event {
-                tx.execute("INSERT INTO tokend_audit_pending (event) VALUES ($1)", &[event])
-                    .await
-                    .map_err(|e| self.pg(e))?;
+                tx.execute(APPEND_PENDING, &[event]).await.map_err(|e| self.pg(e))?;
             }
             // Delivered to listening replicas when (and only if) this commits.
             tx.execute("SELECT pg_notify('tokend_changes', '')", &[]).await.map_err(|e| self.pg(e))?;
