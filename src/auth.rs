@@ -74,9 +74,9 @@ impl AdminAuth {
             return Err(anonymous(Status::unauthenticated("authorization metadata is not valid ASCII")));
         };
         let verdict = self.verifier.verify_from::<&str>(value, &[], peer.map_or(Client::Unknown, Client::Peer));
-        let token_id = verdict.entry.as_ref().map(|e| e.record.id);
+        let token_id = verdict.entry.as_ref().map(|e| e.id());
         let access = match (&verdict.outcome, &verdict.entry) {
-            (Outcome::Ok, Some(entry)) => Access::of_scopes(entry.record.scopes.iter()),
+            (Outcome::Ok, Some(entry)) => Access::of_scopes(entry.scopes().iter()),
             _ => Access::default(),
         };
         let (code, reason, message) = match (verdict.outcome, token_id) {

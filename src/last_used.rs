@@ -65,9 +65,9 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> (Arc<dyn Store>, Arc<Index>) {
         let store = SledStore::open(dir, &SledOptions { cache_bytes: 1 << 20, fsync: false }).unwrap();
-        let index = Index::default();
-        store.load(&mut |r, used| index.insert_loaded(r, used)).unwrap();
-        (Arc::new(store), Arc::new(index))
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (_, index) = crate::load::index_from(&store).unwrap();
+        (store, Arc::new(index))
     }
 
     fn registry(store: Arc<dyn Store>, index: Arc<Index>) -> Arc<Registry> {

@@ -10,7 +10,7 @@ use std::{sync::Arc, sync::mpsc};
 
 use crate::{
     clock::Time,
-    index::Index,
+    index::{Index, Loader},
     progress::{self, Progress},
     record::TokenRecord,
     store::{Store, StoreError},
@@ -45,11 +45,14 @@ pub fn index_from(store: &Arc<dyn Store>) -> Result<(bool, Index), StoreError> {
             })
             .map_err(|e| StoreError::Io(format!("cannot start the loading thread: {e}")))?
     };
-    let index = Index::default();
+    // A little above the estimate: the table then need not grow (and
+    // rehash millions of entries) for a few tokens more than expected.
+    let room = expected.map_or(0, |n| usize::try_from(n + n / 64).unwrap_or(0));
+    let mut loader = Loader::new(room);
     let mut progress = Progress::new(expected, progress::INTERVAL);
     for batch in batches {
         for (record, used) in batch {
-            index.insert_loaded(record, used);
+            loader.push(record, used);
             if let Some(r) = progress.step() {
                 let left = r.left.map(|d| d.as_secs());
                 tracing::info!(
@@ -62,6 +65,7 @@ pub fn index_from(store: &Arc<dyn Store>) -> Result<(bool, Index), StoreError> {
             }
         }
     }
+    let index = loader.finish();
     let bootstrapped = reader.join().map_err(|_| StoreError::Io("the loading thread panicked".into()))??;
     if let Err(e) = store.note_size(index.len() as u64) {
         tracing::warn!(error = %e, "cannot note the token count for the next start's progress");
@@ -96,7 +100,7 @@ mod tests {
         assert!(bootstrapped);
         assert_eq!(index.len(), records.len());
         for (secret, record) in secrets.iter().zip(&records) {
-            assert_eq!(index.lookup(&secret.hash()).unwrap().record.id, record.id);
+            assert_eq!(index.lookup(&secret.hash()).unwrap().id(), record.id);
         }
         assert_eq!(index.get(records[5].id).unwrap().last_used(), Some(Time(42)));
         assert_eq!(store.size_hint(), Some(records.len() as u64), "noted for the next start");

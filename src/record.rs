@@ -19,6 +19,21 @@ pub enum Status {
     Revoked,
 }
 
+impl Status {
+    /// The status at `now` of a token revoked or not, expiring at
+    /// `expire_time`: revocation wins over expiry.
+    #[inline]
+    pub fn of(revoked: bool, expire_time: Option<Time>, now: Time) -> Status {
+        if revoked {
+            Status::Revoked
+        } else if expire_time.is_some_and(|t| t <= now) {
+            Status::Expired
+        } else {
+            Status::Active
+        }
+    }
+}
+
 /// Everything tokend keeps about one token, except its last-used time (which
 /// changes on every use and so lives beside it, see `index::Entry`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +85,7 @@ impl TokenRecord {
     /// The status at `now`. Revocation wins over expiry.
     #[inline]
     pub fn status_at(&self, now: Time) -> Status {
-        if self.revoke_time.is_some() {
-            Status::Revoked
-        } else if self.expire_time.is_some_and(|t| t <= now) {
-            Status::Expired
-        } else {
-            Status::Active
-        }
+        Status::of(self.revoke_time.is_some(), self.expire_time, now)
     }
 
     /// A copy to change and write back: the same record, one version on.
@@ -98,7 +107,7 @@ impl TokenRecord {
     /// Whether the token grants every scope in `required`.
     #[inline]
     pub fn has_scopes<S: AsRef<str>>(&self, required: &[S]) -> bool {
-        required.iter().all(|r| self.scopes.contains(r.as_ref()))
+        self.scopes.contains_all(required)
     }
 }
 
@@ -119,6 +128,12 @@ impl Scopes {
     #[inline]
     pub fn contains(&self, scope: &str) -> bool {
         self.0.iter().any(|s| &**s == scope)
+    }
+
+    /// Whether every scope in `required` is granted.
+    #[inline]
+    pub fn contains_all<S: AsRef<str>>(&self, required: &[S]) -> bool {
+        required.iter().all(|r| self.contains(r.as_ref()))
     }
 
     /// Number of scopes.

@@ -224,12 +224,12 @@ impl Registry {
         self.write(move |this, sealed| {
             let now = this.clock.now();
             let current = this.entry_within(id, &actor.access.write)?;
-            let draft = this.draft(&actor, "revoke", &current.record, now);
-            if current.record.revoke_time.is_some() {
+            let draft = this.draft(&actor, "revoke", &current.record(), now);
+            if current.revoke_time().is_some() {
                 this.write_locked(vec![], Some(draft.with("already_revoked", "true")), None, sealed)?;
                 return Ok(current);
             }
-            let mut record = current.record.revised_at(now);
+            let mut record = current.record().revised_at(now);
             record.revoke_time = Some(now);
             record.revoke_reason = reason.as_str().into();
             this.write_locked(vec![Change::Put(record)], Some(draft.with("reason", reason.as_str())), None, sealed)?;
@@ -253,20 +253,20 @@ impl Registry {
         let (token, previous) = self
             .write(move |this, sealed| {
                 let now = this.clock.now();
-                let old = this.entry_within(id, &actor.access.write)?;
-                may_carry(&actor, old.record.scopes.iter(), "rotate")?;
-                match old.record.status_at(now) {
+                let old = this.entry_within(id, &actor.access.write)?.record();
+                may_carry(&actor, old.scopes.iter(), "rotate")?;
+                match old.status_at(now) {
                     Status::Revoked => return Err(Error::FailedPrecondition { id, why: "is revoked" }),
                     Status::Expired => return Err(Error::FailedPrecondition { id, why: "has expired" }),
                     Status::Active => {}
                 }
-                if old.record.rotated_to.is_some() {
+                if old.rotated_to.is_some() {
                     return Err(Error::FailedPrecondition {
                         id,
                         why: "was already rotated; rotate its newest successor",
                     });
                 }
-                let r = &old.record;
+                let r = &old;
                 let spec = TokenSpec {
                     name: r.name.to_string(),
                     owner: r.owner.to_string(),
@@ -278,7 +278,7 @@ impl Registry {
                     allowed_cidrs: r.allowed_cidrs.clone(),
                 };
                 let new = this.new_record(hash, hint.clone(), spec, now, Some(id));
-                let mut old_record = old.record.revised_at(now);
+                let mut old_record = old.revised_at(now);
                 old_record.rotated_to = Some(new.id);
                 match grace {
                     None => {
@@ -290,7 +290,7 @@ impl Registry {
                         old_record.expire_time = Some(old_record.expire_time.map_or(end, |t| t.min(end)));
                     }
                 }
-                let mut draft = this.draft(&actor, "rotate", &old.record, now).with("new_id", new.id.to_string());
+                let mut draft = this.draft(&actor, "rotate", &old, now).with("new_id", new.id.to_string());
                 draft = draft.with("grace_period", format!("{}s", grace.unwrap_or_default().as_secs_f64()));
                 if let Some(t) = old_record.expire_time.filter(|_| grace.is_some()) {
                     draft = draft.with("expire_time", audit::time_text(t));
@@ -314,8 +314,7 @@ impl Registry {
         let actor = actor.clone();
         self.write(move |this, sealed| {
             let now = this.clock.now();
-            let current = this.entry_within(id, &actor.access.write)?;
-            let old = &current.record;
+            let old = &this.entry_within(id, &actor.access.write)?.record();
             match &update.scopes {
                 Some(scopes) => may_carry(&actor, scopes.iter().map(String::as_str), "update")?,
                 None => may_carry(&actor, old.scopes.iter(), "update")?,
@@ -558,7 +557,7 @@ impl Registry {
     /// [`Registry::entry`] for a caller who may only see `reach`: another
     /// owner's token is not found, so its existence is not revealed.
     fn entry_within(&self, id: TokenId, reach: &Reach) -> Result<Arc<Entry>, Error> {
-        self.entry(id).and_then(|e| if reach.covers(&e.record.owner) { Ok(e) } else { Err(Error::NotFound(id)) })
+        self.entry(id).and_then(|e| if reach.covers(e.owner()) { Ok(e) } else { Err(Error::NotFound(id)) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {

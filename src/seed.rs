@@ -22,8 +22,8 @@ pub struct Seeded {
     pub secrets: Vec<Secret>,
 }
 
-/// Makes `n` realistic tokens (two scopes, one label, a 30-day TTL, 1,000
-/// owners) created at `now`.
+/// Makes `n` realistic tokens (two scopes, one label, a 20-character name,
+/// a 30-day TTL, 1,000 owners) created at `now`.
 pub fn tokens(n: usize, keep_every: usize, now: Time) -> Seeded {
     Maker::new(now).many(n, keep_every)
 }
@@ -49,7 +49,7 @@ impl Maker {
             id: self.ids.next(now),
             hash: secret.hash(),
             hint: secret.hint().into(),
-            name: format!("token-{i}").into(),
+            name: format!("token-{i:014}").into(),
             owner: format!("team-{}", i % 1000).into(),
             scopes: self.scopes.clone(),
             labels: [("env".to_string(), "prod".to_string())].into_iter().collect(),

@@ -110,12 +110,12 @@ impl Verifier {
             return Verdict::without_entry(Outcome::Unknown);
         };
         let now = self.clock.now();
-        let outcome = match entry.record.status_at(now) {
+        let outcome = match entry.status_at(now) {
             Status::Revoked => Outcome::Revoked,
             Status::Expired => Outcome::Expired,
-            Status::Active if !entry.record.has_started(now) => Outcome::NotYetValid,
-            Status::Active if !entry.record.allowed_cidrs.allows(client) => Outcome::IpNotAllowed,
-            Status::Active if !entry.record.has_scopes(required) => Outcome::InsufficientScope,
+            Status::Active if !entry.has_started(now) => Outcome::NotYetValid,
+            Status::Active if !entry.allowed_cidrs().allows(client) => Outcome::IpNotAllowed,
+            Status::Active if !entry.has_scopes(required) => Outcome::InsufficientScope,
             Status::Active => {
                 self.index.touch(&entry, now);
                 Outcome::Ok
@@ -135,7 +135,7 @@ impl Verifier {
             // cache holds only tokens that verified from anywhere), so an
             // active token is all this needs.
             if let Some(entry) = self.index.lookup(&hash)
-                && entry.record.status_at(now) == Status::Active
+                && entry.status_at(now) == Status::Active
             {
                 self.index.touch(&entry, now);
                 recorded += 1;

@@ -158,8 +158,8 @@ impl AdminService {
         spec.not_before = req.not_before.as_ref().map(|t| convert::time("not_before", t)).transpose()?;
         spec.allowed_cidrs = spec::check_cidrs("allowed_cidrs", &req.allowed_cidrs)?;
         let created = self.registry.issue(spec, &admin).await?;
-        let r = &created.token.record;
-        info!(action = "issue", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token issued");
+        let r = &created.token;
+        info!(action = "issue", token_id = %r.id(), owner = %r.owner(), actor = %admin.token_id, "token issued");
         Ok(pb::IssueResponse { secret: created.secret.expose().to_owned(), token: Some(self.token(&created.token)) })
     }
 
@@ -217,8 +217,7 @@ impl AdminService {
         let id = convert::token_id("id", &req.id)?;
         spec::check_reason(&req.reason)?;
         let entry = self.registry.revoke(id, req.reason, &admin).await?;
-        let r = &entry.record;
-        info!(action = "revoke", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, "token revoked");
+        info!(action = "revoke", token_id = %entry.id(), owner = %entry.owner(), actor = %admin.token_id, "token revoked");
         Ok(pb::RevokeResponse { token: Some(self.token(&entry)) })
     }
 
@@ -227,9 +226,9 @@ impl AdminService {
         let grace =
             spec::check_duration("grace_period", convert::duration("grace_period", req.grace_period.as_ref())?)?;
         let (created, previous) = self.registry.rotate(id, grace, &admin).await?;
-        let r = &created.token.record;
+        let r = &created.token;
         info!(
-            action = "rotate", token_id = %r.id, previous_id = %id, owner = %r.owner, actor = %admin.token_id,
+            action = "rotate", token_id = %r.id(), previous_id = %id, owner = %r.owner(), actor = %admin.token_id,
             "token rotated"
         );
         Ok(pb::RotateResponse {
@@ -273,8 +272,7 @@ impl AdminService {
             }
         }
         let entry = self.registry.update(id, update, &admin).await?;
-        let r = &entry.record;
-        info!(action = "update", token_id = %r.id, owner = %r.owner, actor = %admin.token_id, paths = ?paths, "token updated");
+        info!(action = "update", token_id = %entry.id(), owner = %entry.owner(), actor = %admin.token_id, paths = ?paths, "token updated");
         Ok(pb::UpdateResponse { token: Some(self.token(&entry)) })
     }
 }

@@ -56,7 +56,7 @@ impl Target {
         message: &str,
     ) -> Draft {
         let owner =
-            self.id.and_then(|id| registry.index().get(id)).map_or(self.owner, |entry| entry.record.owner.to_string());
+            self.id.and_then(|id| registry.index().get(id)).map_or(self.owner, |entry| entry.owner().to_string());
         let mut end = message.len().min(MAX_MESSAGE_BYTES);
         while !message.is_char_boundary(end) {
             end -= 1;

@@ -48,25 +48,25 @@ pub fn status_filter(field: &str, value: i32) -> Result<Option<Status>, Error> {
 
 /// The protobuf view of a token at `now`.
 pub fn token(entry: &Entry, now: Time) -> pb::Token {
-    let r = &entry.record;
+    let e = entry;
     pb::Token {
-        id: r.id.to_string(),
-        name: r.name.to_string(),
-        owner: r.owner.to_string(),
-        scopes: r.scopes.to_vec(),
-        labels: r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        status: token_status(r.status_at(now)).into(),
-        hint: r.hint.to_string(),
-        create_time: Some(timestamp(r.create_time)),
-        expire_time: r.expire_time.map(timestamp),
-        last_used_time: entry.last_used().map(timestamp),
-        revoke_time: r.revoke_time.map(timestamp),
-        revoke_reason: r.revoke_reason.to_string(),
-        rotated_from: r.rotated_from.map(|id| id.to_string()).unwrap_or_default(),
-        rotated_to: r.rotated_to.map(|id| id.to_string()).unwrap_or_default(),
-        not_before: r.not_before.map(timestamp),
-        allowed_cidrs: r.allowed_cidrs.iter().map(|c| c.to_string()).collect(),
-        update_time: Some(timestamp(r.update_time)),
+        id: e.id().to_string(),
+        name: e.name().to_owned(),
+        owner: e.owner().to_string(),
+        scopes: e.scopes().to_vec(),
+        labels: e.labels().iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        status: token_status(e.status_at(now)).into(),
+        hint: e.hint().to_owned(),
+        create_time: Some(timestamp(e.create_time())),
+        expire_time: e.expire_time().map(timestamp),
+        last_used_time: e.last_used().map(timestamp),
+        revoke_time: e.revoke_time().map(timestamp),
+        revoke_reason: e.revoke_reason().to_owned(),
+        rotated_from: e.rotated_from().map(|id| id.to_string()).unwrap_or_default(),
+        rotated_to: e.rotated_to().map(|id| id.to_string()).unwrap_or_default(),
+        not_before: e.not_before().map(timestamp),
+        allowed_cidrs: e.allowed_cidrs().iter().map(|c| c.to_string()).collect(),
+        update_time: Some(timestamp(e.update_time())),
     }
 }
 

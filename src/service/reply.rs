@@ -58,13 +58,12 @@ impl VerifyReply {
         let mut response =
             pb::VerifyResponse { valid: self.valid(), result: result(self.0.outcome).into(), ..Default::default() };
         if let Some(entry) = &self.0.entry {
-            let r = &entry.record;
-            response.token_id = r.id.to_string();
+            response.token_id = entry.id().to_string();
             if response.valid {
-                response.owner = r.owner.to_string();
-                response.scopes = r.scopes.iter().map(str::to_owned).collect();
-                response.labels = r.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                response.expire_time = r.expire_time.map(convert::timestamp);
+                response.owner = entry.owner().to_string();
+                response.scopes = entry.scopes().to_vec();
+                response.labels = entry.labels().iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                response.expire_time = entry.expire_time().map(convert::timestamp);
             }
         }
         response
@@ -75,8 +74,8 @@ impl VerifyReply {
     }
 
     /// Owner, scopes, labels and expiry are told only for a valid token.
-    fn details(&self) -> Option<&crate::record::TokenRecord> {
-        self.0.entry.as_ref().filter(|_| self.valid()).map(|e| &e.record)
+    fn details(&self) -> Option<&crate::index::Entry> {
+        self.0.entry.as_deref().filter(|_| self.valid())
     }
 }
 
@@ -92,22 +91,22 @@ impl Message for VerifyReply {
             encode_varint(result as u64, buf);
         }
         if let Some(entry) = &self.0.entry {
-            put_bytes(TOKEN_ID, &entry.record.id.to_ascii(), buf);
+            put_bytes(TOKEN_ID, &entry.id().to_ascii(), buf);
         }
         let Some(r) = self.details() else { return };
-        if !r.owner.is_empty() {
-            put_bytes(OWNER, r.owner.as_bytes(), buf);
+        if !r.owner().is_empty() {
+            put_bytes(OWNER, r.owner().as_bytes(), buf);
         }
-        for scope in r.scopes.iter() {
+        for scope in r.scopes().iter() {
             put_bytes(SCOPES, scope.as_bytes(), buf);
         }
-        for (k, v) in r.labels.iter() {
+        for (k, v) in r.labels().iter() {
             encode_key(LABELS, WireType::LengthDelimited, buf);
             encode_varint(label_len(k, v) as u64, buf);
             put_nonempty(KEY, k.as_bytes(), buf);
             put_nonempty(VALUE, v.as_bytes(), buf);
         }
-        if let Some(t) = r.expire_time.map(convert::timestamp) {
+        if let Some(t) = r.expire_time().map(convert::timestamp) {
             encode_key(EXPIRE_TIME, WireType::LengthDelimited, buf);
             encode_varint(timestamp_len(&t) as u64, buf);
             if t.seconds != 0 {
@@ -134,12 +133,12 @@ impl Message for VerifyReply {
             len += bytes_len(TOKEN_ID, 36);
         }
         let Some(r) = self.details() else { return len };
-        if !r.owner.is_empty() {
-            len += bytes_len(OWNER, r.owner.len());
+        if !r.owner().is_empty() {
+            len += bytes_len(OWNER, r.owner().len());
         }
-        len += r.scopes.iter().map(|s| bytes_len(SCOPES, s.len())).sum::<usize>();
-        len += r.labels.iter().map(|(k, v)| bytes_len(LABELS, label_len(k, v))).sum::<usize>();
-        if let Some(t) = r.expire_time.map(convert::timestamp) {
+        len += r.scopes().iter().map(|s| bytes_len(SCOPES, s.len())).sum::<usize>();
+        len += r.labels().iter().map(|(k, v)| bytes_len(LABELS, label_len(k, v))).sum::<usize>();
+        if let Some(t) = r.expire_time().map(convert::timestamp) {
             len += bytes_len(EXPIRE_TIME, timestamp_len(&t));
         }
         len
