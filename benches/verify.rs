@@ -1,7 +1,8 @@
-//! In-process verification against an index of 1,000,000 tokens:
-//! a valid token, one with a 16-entry IP allowlist (the address matching
-//! the last entry, the longest scan), an unknown one, a malformed one, and
-//! the bare parse + blake3 step. `cargo bench --bench verify`.
+//! In-process verification against an index of 1,000,000 tokens
+//! (`TOKEND_BENCH_TOKENS=10000000` for the README's 10M column): a valid
+//! token, one with a 16-entry IP allowlist (the address matching the last
+//! entry, the longest scan), an unknown one, a malformed one, and the bare
+//! parse + blake3 step. `cargo bench --bench verify`.
 
 use std::{collections::HashMap, hint::black_box, sync::Arc};
 
@@ -15,11 +16,16 @@ use tokend::{
     verify::{Outcome, Verifier},
 };
 
+/// Tokens in the index unless `TOKEND_BENCH_TOKENS` says otherwise.
 const TOKENS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
+    let tokens = match std::env::var("TOKEND_BENCH_TOKENS") {
+        Ok(n) => n.parse().expect("TOKEND_BENCH_TOKENS: a number of tokens"),
+        Err(_) => TOKENS,
+    };
     let now = Clock::System.now();
-    let mut seeded = seed::tokens(TOKENS, 1000, now);
+    let mut seeded = seed::tokens(tokens, 1000, now);
     // Every other kept token (the kept ones are every 1,000th) gets a list
     // of 15 networks that do not match and one that does, IPv4 and IPv6.
     let cidrs = (0..15)
@@ -46,7 +52,10 @@ fn bench(c: &mut Criterion) {
     assert_eq!(verifier.verify_from(&listed[0], &scopes, Client::Reported("10.1.2.3")).outcome, Outcome::Ok);
     assert_eq!(verifier.verify_from(&listed[0], &scopes, Client::Reported("11.1.2.3")).outcome, Outcome::IpNotAllowed);
 
-    let mut g = c.benchmark_group("verify_1m");
+    let mut g = c.benchmark_group(match tokens {
+        n if n % 1_000_000 == 0 => format!("verify_{}m", n / 1_000_000),
+        n => format!("verify_{n}"),
+    });
     let mut i = 0usize;
     g.bench_function("valid", |b| {
         b.iter(|| {

@@ -117,9 +117,11 @@ pub struct BenchArgs {
     /// buys).
     #[arg(long, default_value = "10s", value_parser = crate::config::parse_duration)]
     pub abuse_cooldown: Duration,
-    /// `--mode startup`: seed the store in this directory and keep it, or
-    /// reuse it if an earlier run seeded it with as many tokens (large
-    /// runs seed once).
+    /// `--mode startup` or `verify`: seed the store in this directory and
+    /// keep it, or reuse it if an earlier run seeded it with as many tokens
+    /// (large runs seed once). The secrets of the sampled tokens are kept
+    /// beside it (`tokend-bench-secrets`, synthetic tokens of this store
+    /// only); a verify run's writer adds its few tokens to the store.
     #[arg(long)]
     pub keep: Option<PathBuf>,
     /// `--mode postgres`: an empty PostgreSQL database to seed and measure.
@@ -139,16 +141,19 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         let url = args.store.as_deref().ok_or("--mode postgres needs --store postgres://… (an empty database)")?;
         return postgres::run(args, url, &dir);
     }
+    // The tail phase uses every token; the others a sample of about 10,000.
+    let sample_every = (args.tokens / 10_000).max(1);
     if let Some(keep) = &args.keep {
-        if args.mode != Mode::Startup {
-            return Err("--keep goes with --mode startup".into());
+        if !matches!(args.mode, Mode::Startup | Mode::Verify) {
+            return Err("--keep goes with --mode startup or --mode verify".into());
         }
-        seed_kept(keep, args.tokens)?;
-        return startup(&[OsStr::new("--data-dir"), keep.as_os_str()]);
+        let secrets = seed_kept(keep, args.tokens, sample_every)?;
+        if args.mode == Mode::Startup {
+            return startup(&[OsStr::new("--data-dir"), keep.as_os_str()]);
+        }
+        return in_process(args, keep, &secrets[0], secrets[1..].to_vec(), Phases::Standard);
     }
     let started = Instant::now();
-    // The tail phase uses every token; the others a sample of about 100.
-    let sample_every = (args.tokens / 10_000).max(1);
     let tail = matches!(args.mode, Mode::All | Mode::Tail);
     // The cached phase holds 100,000 of them (or all, if fewer).
     let cached_every = (args.tokens / 100_000).max(1);
@@ -193,13 +198,19 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
 }
 
 /// Seeds `n` tokens into `dir` unless an earlier `--keep` run did: a
-/// marker file records how many, written only once the store is complete.
-fn seed_kept(dir: &Path, n: usize) -> Result<(), BoxError> {
+/// marker file records how many, written only once the store and the
+/// secrets file (the admin token's, then every `keep_every`-th token's)
+/// are complete. Returns those secrets.
+fn seed_kept(dir: &Path, n: usize, keep_every: usize) -> Result<Vec<String>, BoxError> {
     let marker = dir.join("tokend-bench-seeded");
+    let kept = dir.join("tokend-bench-secrets");
     match std::fs::read_to_string(&marker) {
         Ok(text) if text.trim() == n.to_string() => {
+            let secrets = std::fs::read_to_string(&kept).map_err(|e| {
+                format!("{}: {e} (seeded by an earlier tokend bench: give another --keep)", kept.display())
+            })?;
             println!("tokend bench: reusing {} tokens seeded in {}", n, dir.display());
-            return Ok(());
+            return Ok(secrets.lines().map(str::to_owned).collect());
         }
         Ok(text) => {
             return Err(
@@ -216,10 +227,18 @@ fn seed_kept(dir: &Path, n: usize) -> Result<(), BoxError> {
         Err(_) => {}
     }
     let started = Instant::now();
-    seed::store(dir, n, n.max(1), Clock::System.now())?;
+    let secrets: Vec<String> =
+        seed::store(dir, n, keep_every, Clock::System.now())?.iter().map(|s| s.expose().to_owned()).collect();
+    write_private(&kept, &secrets.join("\n"))?;
     std::fs::write(&marker, n.to_string())?;
     println!("tokend bench: {n} tokens seeded in {:.1?} into {} (kept)", started.elapsed(), dir.display());
-    Ok(())
+    Ok(secrets)
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(text.as_bytes())
 }
 
 struct RemoveOnDrop(PathBuf);
