@@ -7,6 +7,7 @@ use std::{process::Command, time::Duration};
 
 use common::{process::Process, *};
 use tokend::{pb, token::Secret};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use common::process::BIN;
 
@@ -191,4 +192,38 @@ async fn a_bootstrap_seed_file_makes_the_admin_token_that_token_from_seed_prints
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bootstrap-token-seed-file"));
+}
+
+/// While a large token set loads, `--health-listen` already answers, with
+/// NOT_SERVING; SERVING comes once every token is in, and then the last
+/// token the store holds verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_until_every_token_is_loaded() {
+    const TOKENS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    // Keeps the admin secret, then those of the first and the last token.
+    let secrets = tokend::seed::store(dir.path(), TOKENS, TOKENS - 1, tokend::clock::Clock::System.now()).unwrap();
+    let last = secrets.last().unwrap().expose().to_owned();
+    let mut p = Process::serve(dir.path(), &["--health-listen", "127.0.0.1:0"]);
+    let addr = p.addr_of(&["serving health checks"]);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut not_serving = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = tonic_health::pb::HealthCheckRequest { service: "tokend.v1.VerifyService".into() };
+        match health.check(req).await.expect("answered while loading").into_inner().status() {
+            ServingStatus::Serving => break,
+            ServingStatus::NotServing => not_serving += 1,
+            other => panic!("{other:?} while loading"),
+        }
+        assert!(std::time::Instant::now() < deadline, "not SERVING within 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(not_serving > 0, "loading {TOKENS} tokens showed no NOT_SERVING answer");
+    let addr = p.addr();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut verifier = pb::verify_service_client::VerifyServiceClient::new(channel);
+    assert_eq!(result(&verify(&mut verifier, &last, &[]).await), pb::VerifyResult::Ok);
+    p.kill9();
 }

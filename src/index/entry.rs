@@ -127,12 +127,12 @@ impl Entry {
             rotated_to,
             version,
         } = record;
-        // A hint is tokend's own (`token::hint`) and short; one that is not
-        // is kept whole in the name's place rather than cut.
-        let (text, hint_len) = match u8::try_from(hint.len()) {
-            Ok(n) => ([&*hint, &*name].concat().into_boxed_str(), n),
-            Err(_) => unreachable_hint(&hint, &name),
-        };
+        // tokend's hints (`token::hint`) are at most 28 bytes; a longer one
+        // was not written by tokend and keeps its first 255 bytes (to a
+        // character boundary), the most `hint_len` counts.
+        let hint_len = (0..=hint.len().min(usize::from(u8::MAX))).rev().find(|&i| hint.is_char_boundary(i));
+        let hint_len = hint_len.unwrap_or(0);
+        let text = [&hint[..hint_len], &*name].concat().into_boxed_str();
         let rare = (!revoke_reason.is_empty() || rotated_from.is_some() || rotated_to.is_some())
             .then(|| Box::new(Rare { revoke_reason, rotated_from, rotated_to }));
         Entry {
@@ -152,7 +152,7 @@ impl Entry {
             version,
             rare,
             last_used: AtomicI64::new(last_used.map_or(0, Time::as_nanos)),
-            hint_len,
+            hint_len: hint_len as u8,
             dirty: AtomicBool::new(false),
         }
     }
@@ -288,7 +288,7 @@ impl Entry {
     /// The status at `now` (the rule of [`TokenRecord::status_at`]).
     #[inline]
     pub fn status_at(&self, now: Time) -> Status {
-        Status::of(self.revoke_time.0 != MaybeTime::NONE, self.expire_time(), now)
+        Status::of(self.revoke_time().is_some(), self.expire_time(), now)
     }
 
     /// Whether the token has come into force at `now`.
@@ -310,15 +310,6 @@ impl Entry {
             t => Some(Time(t)),
         }
     }
-}
-
-/// A hint longer than 255 bytes: tokend never makes one (prefixes are at
-/// most 16 bytes), and a record carrying one was not written by tokend.
-#[cold]
-fn unreachable_hint(hint: &str, name: &str) -> (Box<str>, u8) {
-    // Keep the first 255 bytes that end on a character boundary.
-    let cut = (0..=255).rev().find(|&i| hint.is_char_boundary(i)).unwrap_or(0);
-    ([&hint[..cut], name].concat().into_boxed_str(), cut as u8)
 }
 
 #[cfg(test)]
@@ -362,6 +353,15 @@ mod tests {
             assert_eq!(e.status_at(Time(1)), r.status_at(Time(1)));
             assert_eq!(e.has_started(Time(1)), r.has_started(Time(1)));
         }
+    }
+
+    #[test]
+    fn a_hint_longer_than_tokend_makes_is_cut_at_a_character_boundary() {
+        let mut r = record();
+        r.hint = "é".repeat(200).into(); // 400 bytes, two per character
+        let e = Entry::for_test(r.clone());
+        assert_eq!(e.hint(), "é".repeat(127), "254 bytes: the longest whole-character cut under 256");
+        assert_eq!(e.name(), &*r.name, "the name is whole");
     }
 
     #[test]

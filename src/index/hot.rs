@@ -52,7 +52,8 @@ impl HotMap {
         read(&self.shards[shard_of(hash)]).find(hash_of(hash), |e| e.hash() == hash).cloned()
     }
 
-    /// Adds `entry`, or replaces the entry with the same hash.
+    /// Adds `entry`, or replaces the entry with the same hash unless that
+    /// one is a newer version.
     pub(super) fn insert(&self, entry: Arc<Entry>) {
         put(&mut write(&self.shards[shard_of(entry.hash())]), entry);
     }
@@ -67,7 +68,11 @@ impl HotMap {
 fn put(shard: &mut Shard, entry: Arc<Entry>) {
     let hash = *entry.hash();
     match shard.entry(hash_of(&hash), |e| *e.hash() == hash, |e| hash_of(e.hash())) {
-        hash_table::Entry::Occupied(mut held) => *held.get_mut() = entry,
+        hash_table::Entry::Occupied(mut held) => {
+            if held.get().version() <= entry.version() {
+                *held.get_mut() = entry;
+            }
+        }
         hash_table::Entry::Vacant(slot) => {
             slot.insert(entry);
         }
@@ -103,8 +108,10 @@ mod tests {
         let mut c = a.0;
         c[20] ^= 0xff;
         assert!(map.get(&TokenHash(c)).is_none());
-        // Replacing keeps one entry per hash.
+        // Replacing keeps one entry per hash, and never an older version.
         map.insert(entry(a, 2));
+        assert_eq!(map.get(&a).unwrap().version(), 2);
+        map.insert(entry(a, 1));
         assert_eq!(map.get(&a).unwrap().version(), 2);
         assert_eq!(map.shards.iter().map(|s| read(s).len()).sum::<usize>(), 2);
     }

@@ -83,21 +83,18 @@ impl ById {
         &self.0[start..]
     }
 
-    /// Sorts entries pushed in any order (loading), once.
+    /// Sorts entries pushed out of order (loading), once.
     fn sort(&mut self) {
-        if !self.0.is_sorted_by(|a, b| a.id() < b.id()) {
-            self.0.sort_unstable_by_key(|e| e.id());
-            // A store holds one record per id; were one read twice, keep
-            // the newer version.
-            self.0.dedup_by(|later, earlier| {
-                let same = later.id() == earlier.id();
-                if same && later.version() > earlier.version() {
-                    std::mem::swap(later, earlier);
-                }
-                same
-            });
-        }
-        self.0.shrink_to_fit();
+        self.0.sort_unstable_by_key(|e| e.id());
+        // A store holds one record per id; were one read twice, keep the
+        // newer version.
+        self.0.dedup_by(|later, earlier| {
+            let same = later.id() == earlier.id();
+            if same && later.version() > earlier.version() {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
     }
 }
 
@@ -440,22 +437,29 @@ impl Index {
 /// Builds an [`Index`] from the records a store reads at start-up.
 ///
 /// Nothing can read the index until it is built, so the loader fills its
-/// maps without locks and sorts once at the end rather than keeping order
-/// on every insertion.
+/// maps without locks, appending in the order records come, and sorts once
+/// at the end only if they did not come in id order.
 pub struct Loader {
     index: Index,
     admin: AdminView,
+    /// The last id pushed, and whether every id so far came in increasing
+    /// order (stores read in id order, so sorting is then skipped: each
+    /// owner's entries, a subsequence, are in order too).
+    last: Option<TokenId>,
+    in_order: bool,
 }
 
 impl Loader {
     /// A loader with room for `expected` tokens.
     pub fn new(expected: usize) -> Loader {
         let admin = AdminView { by_id: ById(Vec::with_capacity(expected)), ..AdminView::default() };
-        Loader { index: Index::with_capacity(expected), admin }
+        Loader { index: Index::with_capacity(expected), admin, last: None, in_order: true }
     }
 
     /// Adds one record read from the store.
     pub fn push(&mut self, mut record: TokenRecord, last_used: Option<Time>) {
+        self.in_order &= self.last.is_none_or(|last| last < record.id);
+        self.last = Some(record.id);
         let owned = self.admin.intern(&mut record);
         let entry = Arc::new(Entry::new(record, last_used));
         owned.0.push(entry.clone());
@@ -463,21 +467,15 @@ impl Loader {
         self.admin.by_id.0.push(entry);
     }
 
-    /// Number of records pushed so far.
-    pub fn len(&self) -> usize {
-        self.admin.by_id.0.len()
-    }
-
-    /// Whether no record was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The finished index.
     pub fn finish(mut self) -> Index {
         let admin = &mut self.admin;
-        admin.by_id.sort();
-        admin.by_owner.values_mut().for_each(ById::sort);
+        if !self.in_order {
+            admin.by_id.sort();
+            admin.by_owner.values_mut().for_each(ById::sort);
+        }
+        admin.by_id.0.shrink_to_fit();
+        admin.by_owner.values_mut().for_each(|entries| entries.0.shrink_to_fit());
         // Everything loaded counts as arrived in order: no page token of
         // this index's predates it.
         admin.arrivals = admin.by_id.0.len() as u64;
@@ -554,6 +552,7 @@ mod tests {
         let want: Vec<_> = records.iter().filter(|r| &*r.owner == "x").map(|r| r.id).collect();
         assert_eq!(xs, want, "each owner's entries in id order");
         assert_eq!(index.get(newer.id).unwrap().record(), newer);
+        assert_eq!(index.lookup(&newer.hash).unwrap().record(), newer, "the hot map agrees");
         for r in &records {
             assert_eq!(index.lookup(&r.hash).unwrap().id(), r.id);
         }

@@ -151,7 +151,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BoxError> {
         if args.mode == Mode::Startup {
             return startup(&[OsStr::new("--data-dir"), keep.as_os_str()]);
         }
-        return in_process(args, keep, &secrets[0], secrets[1..].to_vec(), Phases::Standard);
+        let (admin, sample) = secrets.split_first().ok_or("the kept secrets file is empty: give another --keep")?;
+        return in_process(args, keep, admin, sample.to_vec(), Phases::Standard);
     }
     let started = Instant::now();
     let tail = matches!(args.mode, Mode::All | Mode::Tail);
