@@ -12,6 +12,9 @@
 //! tonic itself also honours `grpc-timeout`, on every RPC, but answers
 //! CANCELLED; here the client's deadline and ours are one timer, polled
 //! after the call, so an admin call gets the code the gRPC spec names.
+//! tonic's timer starts a moment before ours and tokio rounds both up to a
+//! millisecond tick, so with equal durations tonic's could fire first: ours
+//! takes the client's deadline less [`CLIENT_DEADLINE_MARGIN`].
 
 use std::{
     convert::Infallible,
@@ -85,7 +88,7 @@ where
             return Box::pin(std::future::ready(refuse(status)));
         };
         let timeout = match grpc_timeout(request.headers()) {
-            Some(client) if client < self.timeout => client,
+            Some(client) if client < self.timeout => client.saturating_sub(CLIENT_DEADLINE_MARGIN),
             _ => self.timeout,
         };
         // The service was made ready for this call; keep the clone for the next.
@@ -104,6 +107,12 @@ where
         })
     }
 }
+
+/// How much sooner than the client's `grpc-timeout` an admin call is cut
+/// off, so that this layer's DEADLINE_EXCEEDED, not tonic's CANCELLED,
+/// answers it: several of tokio's millisecond ticks, for the time between
+/// tonic's timer starting and this one on a busy machine.
+pub const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 /// The client's deadline from its `grpc-timeout` header: at most 8 digits
 /// and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 protocol. A malformed
