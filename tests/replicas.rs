@@ -14,7 +14,7 @@ use std::{
 use common::{START, TestServer, issue, issue_request, postgres::Postgres, proxy::Proxy, result, verify};
 use tokend::{
     Config,
-    clock::Clock,
+    clock::{Clock, Time},
     pb::{self, VerifyResult},
     store::PostgresOptions,
     token::Secret,
@@ -86,6 +86,22 @@ async fn answer(server: &TestServer, secret: &str) -> Option<VerifyResult> {
     Some(result(&response.into_inner()))
 }
 
+/// Whether `server`'s Get shows token `id` last used at `at` (to the
+/// second) within `limit`.
+async fn shows_use(server: &TestServer, id: &str, at: Time, limit: Duration) -> bool {
+    let admin = server.admin().await;
+    let used = at.as_nanos() / 1_000_000_000;
+    let shown = eventually(limit, || {
+        let (mut admin, id) = (admin.clone(), id.to_owned());
+        async move {
+            let t = admin.get(pb::GetRequest { id }).await.unwrap().into_inner().token.unwrap();
+            t.last_used_time.is_some_and(|at| at.seconds == used)
+        }
+    })
+    .await;
+    shown.is_some()
+}
+
 async fn sees(server: &TestServer, secret: &str, want: VerifyResult, limit: Duration) -> Duration {
     match eventually(limit, || async { answer(server, secret).await == Some(want) }).await {
         Some(took) => took,
@@ -136,6 +152,42 @@ async fn writes_through_any_replica_reach_every_other_within_a_second() {
     for replica in &r {
         assert_eq!(verdict(replica, &old.secret).await, VerifyResult::Expired);
     }
+}
+
+/// The fast path alone: with a poll interval far longer than the test, only
+/// the writers' notifications can carry changes, through both kinds of
+/// write (a statement of its own: Issue, Revoke; a transaction: Rotate),
+/// and last-used times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_carry_changes_without_waiting_for_the_poll() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let slow_poll = |c: &mut Config, o: &mut PostgresOptions| {
+        c.last_used_flush_interval = Duration::from_millis(200);
+        o.feed_poll_interval = Duration::from_secs(60);
+        o.max_staleness = Duration::from_secs(120);
+    };
+    let (a, b) = (cluster.replica_with(slow_poll).await, cluster.replica_with(slow_poll).await);
+
+    let t = issue(&mut a.admin().await, "t", "team", &[]).await;
+    sees(&b, &t.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    let rotation = b
+        .admin()
+        .await
+        .rotate(pb::RotateRequest { id: t.token.as_ref().unwrap().id.clone(), grace_period: None })
+        .await
+        .unwrap()
+        .into_inner();
+    sees(&a, &rotation.secret, VerifyResult::Ok, Duration::from_secs(1)).await;
+    assert_eq!(verdict(&a, &t.secret).await, VerifyResult::Revoked, "rotated without grace: the old half is gone");
+    let id = rotation.token.as_ref().unwrap().id.clone();
+
+    // A's use of the new token (flushed within 200 ms) shows on B.
+    cluster.clock.advance(Duration::from_secs(30));
+    assert_eq!(verdict(&a, &rotation.secret).await, VerifyResult::Ok);
+    assert!(shows_use(&b, &id, cluster.clock.now(), Duration::from_secs(2)).await, "B shows A's use before its poll");
+
+    a.admin().await.revoke(pb::RevokeRequest { id, reason: String::new() }).await.unwrap();
+    sees(&b, &rotation.secret, VerifyResult::Revoked, Duration::from_secs(1)).await;
 }
 
 /// Update (#12) through one replica: the writer answers by the new state at
@@ -544,17 +596,8 @@ async fn uses_seen_by_one_replica_show_on_another_and_the_feed_is_measured() {
     // A use on A: B's Get shows it within flush interval + poll interval.
     cluster.clock.advance(Duration::from_secs(30));
     assert_eq!(verdict(&a, &t.secret).await, VerifyResult::Ok);
-    let used = cluster.clock.now().as_nanos() / 1_000_000_000;
-    let admin = b.admin().await;
-    let shown = eventually(Duration::from_millis(200) + Duration::from_secs(1) + Duration::from_millis(500), || {
-        let (mut admin, id) = (admin.clone(), id.clone());
-        async move {
-            let t = admin.get(pb::GetRequest { id }).await.unwrap().into_inner().token.unwrap();
-            t.last_used_time.is_some_and(|at| at.seconds == used)
-        }
-    })
-    .await;
-    assert!(shown.is_some(), "B shows A's use");
+    let limit = Duration::from_millis(200) + Duration::from_secs(1) + Duration::from_millis(500);
+    assert!(shows_use(&b, &id, cluster.clock.now(), limit).await, "B shows A's use");
 
     // The feed's metrics: B applied at least the issued token, and is current.
     let revoked = issue(&mut a.admin().await, "r", "o", &[]).await;

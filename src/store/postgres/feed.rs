@@ -17,8 +17,8 @@
 //! its rows with a number from `tokend_last_used_batches`, read with a
 //! second cursor.
 //!
-//! `LISTEN tokend_changes` (every write notifies on commit) wakes the reader
-//! at once; the poll every `--feed-poll-interval` is the guarantee when a
+//! `LISTEN tokend_changes` wakes the reader at once (each replica notifies
+//! after its commits, see `doorbell`); the poll every `--feed-poll-interval` is the guarantee when a
 //! notification is lost. Rows older than `--feed-retention` are pruned by
 //! any replica; a replica that could not read for longer than half of that
 //! reloads the whole token set instead of trusting its cursor.
