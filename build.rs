@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The admin CLI and the tests are clients, so clients are generated too.
         .build_client(true)
         .build_server(true)
+        // Details in key order: the message is then also the audit chain's
+        // canonical form (`audit::Event`), encoded the same way every time.
+        .btree_map(".tokend.v1.AuditEvent.details")
         .compile_fds(fds)?;
     Ok(())
 }

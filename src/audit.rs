@@ -153,44 +153,10 @@ pub fn cidrs_text(list: &Allowlist) -> String {
 }
 
 /// A sealed event: its stored form and the canonical encoding it is hashed
-/// over (see the module docs). Mirrors `tokend.v1.AuditEvent` field for field.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct Event {
-    /// Position in the chain, from 1.
-    #[prost(uint64, tag = "1")]
-    pub seq: u64,
-    /// When it happened.
-    #[prost(message, optional, tag = "2")]
-    pub time: Option<prost_types::Timestamp>,
-    /// The acting admin token's id; empty for the bootstrap.
-    #[prost(string, tag = "3")]
-    pub actor_id: String,
-    /// `issue`, `get`, `list`, `revoke`, `rotate`, `update`,
-    /// `listauditevents` or `bootstrap`.
-    #[prost(string, tag = "4")]
-    pub action: String,
-    /// The token acted on, if any.
-    #[prost(string, tag = "5")]
-    pub target_id: String,
-    /// Its owner.
-    #[prost(string, tag = "6")]
-    pub owner: String,
-    /// The gRPC code's canonical name.
-    #[prost(string, tag = "7")]
-    pub code: String,
-    /// The caller's address.
-    #[prost(string, tag = "8")]
-    pub peer: String,
-    /// What changed, or why the call was refused.
-    #[prost(btree_map = "string, string", tag = "9")]
-    pub details: BTreeMap<String, String>,
-    /// The previous event's hash (32 zero bytes for the first).
-    #[prost(bytes = "vec", tag = "10")]
-    pub prev_hash: Vec<u8>,
-    /// `blake3(prev_hash || canonical encoding)`.
-    #[prost(bytes = "vec", tag = "11")]
-    pub hash: Vec<u8>,
-}
+/// over (see the module docs) are the API's own `tokend.v1.AuditEvent`,
+/// generated with `details` as a `BTreeMap` (`build.rs`), so its entries
+/// encode in key order.
+pub type Event = crate::pb::AuditEvent;
 
 impl Event {
     /// `time` as a [`Time`].

@@ -2,9 +2,10 @@
 //!
 //! Two threads share the work: the store's reader (sled's iterator or
 //! PostgreSQL's row stream, and decoding) hands records over in batches to
-//! the thread that builds the index (hash map, ordered maps, interning).
-//! Profiled at 2M tokens, each half is about half of the time, and this
-//! machine has two cores. Progress goes to the log every few seconds.
+//! the thread that builds the index (interning, packing, the hot map and
+//! the id-ordered views). Profiled at 10M tokens, the reader takes about
+//! two thirds of the time, half of that in the allocator (README, "Ten
+//! million tokens"). Progress goes to the log every few seconds.
 
 use std::{sync::Arc, sync::mpsc};
 

@@ -224,12 +224,13 @@ impl Registry {
         self.write(move |this, sealed| {
             let now = this.clock.now();
             let current = this.entry_within(id, &actor.access.write)?;
-            let draft = this.draft(&actor, "revoke", &current.record(), now);
-            if current.revoke_time().is_some() {
+            let held = current.record();
+            let draft = this.draft(&actor, "revoke", &held, now);
+            if held.revoke_time.is_some() {
                 this.write_locked(vec![], Some(draft.with("already_revoked", "true")), None, sealed)?;
                 return Ok(current);
             }
-            let mut record = current.record().revised_at(now);
+            let mut record = held.revised_at(now);
             record.revoke_time = Some(now);
             record.revoke_reason = reason.as_str().into();
             this.write_locked(vec![Change::Put(record)], Some(draft.with("reason", reason.as_str())), None, sealed)?;
@@ -266,16 +267,15 @@ impl Registry {
                         why: "was already rotated; rotate its newest successor",
                     });
                 }
-                let r = &old;
                 let spec = TokenSpec {
-                    name: r.name.to_string(),
-                    owner: r.owner.to_string(),
-                    scopes: r.scopes.to_vec(),
-                    labels: r.labels.clone(),
-                    ttl: this.options.ttl_policy.cap(r.ttl),
+                    name: old.name.to_string(),
+                    owner: old.owner.to_string(),
+                    scopes: old.scopes.to_vec(),
+                    labels: old.labels.clone(),
+                    ttl: this.options.ttl_policy.cap(old.ttl),
                     // A not-before already past has done its work.
-                    not_before: r.not_before.filter(|t| *t > now),
-                    allowed_cidrs: r.allowed_cidrs.clone(),
+                    not_before: old.not_before.filter(|t| *t > now),
+                    allowed_cidrs: old.allowed_cidrs.clone(),
                 };
                 let new = this.new_record(hash, hint.clone(), spec, now, Some(id));
                 let mut old_record = old.revised_at(now);

@@ -127,7 +127,7 @@ async fn verify_server(conn: &Connection) -> Result<Result<Head, Broken>, CliErr
     let mut chain = Chain::default();
     let mut broken = None;
     each_page(conn, Default::default(), |page| {
-        broken = page.into_iter().find_map(|e| chain.push(Some(&Event::from(e))).err());
+        broken = page.into_iter().find_map(|e| chain.push(Some(&e)).err());
         broken.is_none()
     })
     .await?;
@@ -176,10 +176,8 @@ fn report(checked: Result<Head, Broken>, output: Output) -> u8 {
 fn print_events(events: &[pb::AuditEvent], output: Output) {
     if output == Output::Json {
         // The same JSON as --audit-log-file writes.
-        let all: Vec<Value> = events
-            .iter()
-            .map(|e| serde_json::from_str(&Event::from(e.clone()).to_json_line()).unwrap_or(Value::Null))
-            .collect();
+        let all: Vec<Value> =
+            events.iter().map(|e| serde_json::from_str(&e.to_json_line()).unwrap_or(Value::Null)).collect();
         println!("{}", Value::Array(all));
         return;
     }

@@ -505,13 +505,18 @@ mod tests {
         crate::record::sample(ids.next(Time(1_000_000_000)), &Secret::generate("tk"), owner)
     }
 
-    #[test]
-    fn apply_replaces_entries_in_both_views_and_keeps_last_used() {
-        let ids = IdGenerator::default();
+    /// An index holding one token, the token, and its entry.
+    fn index_of_one() -> (Index, TokenRecord, Arc<Entry>) {
         let index = Index::default();
-        let r = record(&ids, "a");
+        let r = record(&IdGenerator::default(), "a");
         index.apply(&[Change::Put(r.clone())]);
         let e = index.lookup(&r.hash).unwrap();
+        (index, r, e)
+    }
+
+    #[test]
+    fn apply_replaces_entries_in_both_views_and_keeps_last_used() {
+        let (index, r, e) = index_of_one();
         index.touch(&e, Time(5_000_000_000));
         let mut revoked = r.revised();
         revoked.revoke_time = Some(Time(6));
@@ -598,11 +603,7 @@ mod tests {
 
     #[test]
     fn touch_queues_once_and_respects_granularity() {
-        let ids = IdGenerator::default();
-        let index = Index::default();
-        let r = record(&ids, "a");
-        index.apply(&[Change::Put(r.clone())]);
-        let e = index.lookup(&r.hash).unwrap();
+        let (index, r, e) = index_of_one();
         index.touch(&e, Time(10_000_000_000));
         index.touch(&e, Time(10_500_000_000)); // within a second: not recorded
         assert_eq!(index.take_last_used(), vec![(r.id, Time(10_000_000_000))]);

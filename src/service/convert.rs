@@ -83,46 +83,6 @@ pub fn time(field: &str, t: &prost_types::Timestamp) -> Result<Time, Error> {
         .ok_or_else(|| Error::invalid(field, "is out of range (years 1678-2262)"))
 }
 
-/// An audit event as the API shows it: the same fields (the stored form is
-/// `tokend.v1.AuditEvent`'s wire format, details in key order).
-impl From<crate::audit::Event> for pb::AuditEvent {
-    fn from(e: crate::audit::Event) -> pb::AuditEvent {
-        pb::AuditEvent {
-            seq: e.seq,
-            time: e.time,
-            actor_id: e.actor_id,
-            action: e.action,
-            target_id: e.target_id,
-            owner: e.owner,
-            code: e.code,
-            peer: e.peer,
-            details: e.details.into_iter().collect(),
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-        }
-    }
-}
-
-/// An audit event as served, in the form its hash is computed over (for
-/// checking a chain read through ListAuditEvents).
-impl From<pb::AuditEvent> for crate::audit::Event {
-    fn from(e: pb::AuditEvent) -> crate::audit::Event {
-        crate::audit::Event {
-            seq: e.seq,
-            time: e.time,
-            actor_id: e.actor_id,
-            action: e.action,
-            target_id: e.target_id,
-            owner: e.owner,
-            code: e.code,
-            peer: e.peer,
-            details: e.details.into_iter().collect(),
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,7 +229,7 @@ pub async fn audit_events(admin: &mut AdminClient, filter: pb::ListAuditEventsRe
 pub fn check_chain(events: &[pb::AuditEvent]) -> Result<tokend::audit::Head, tokend::audit::Broken> {
     let mut chain = tokend::audit::Chain::default();
     for e in events {
-        chain.push(Some(&tokend::audit::Event::from(e.clone())))?;
+        chain.push(Some(e))?;
     }
     Ok(chain.head())
 }
