@@ -123,7 +123,7 @@ impl fmt::Debug for Cidr {
 
 /// A token's allowlist; empty = any address. Shared (`Arc`) so copies of a
 /// record (a revision, a rotation) do not copy the list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Allowlist(Option<Arc<[Cidr]>>);
 
 impl Allowlist {
@@ -141,6 +141,14 @@ impl Allowlist {
     /// Whether every address is allowed.
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
+    }
+
+    /// Whether both share one allocation (the index interns allowlists).
+    pub fn shares_allocation(&self, other: &Allowlist) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// The entries.

@@ -149,7 +149,11 @@ mod tests {
     }
 
     impl Store for SlowStore {
-        fn load(&self, _: &mut dyn FnMut(crate::record::TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+        fn load(
+            &self,
+            _: &mut crate::store::Decoder,
+            _: &mut dyn FnMut(crate::record::TokenRecord, Option<Time>),
+        ) -> Result<bool, StoreError> {
             Ok(false)
         }
         fn apply(

@@ -44,6 +44,7 @@ pub mod feed;
 pub mod health;
 pub mod id;
 pub mod index;
+pub mod intern;
 pub mod last_used;
 pub mod limits;
 pub mod load;

@@ -11,8 +11,8 @@
 //!   about 64 bytes with their allocator headers, one about 48);
 //! * what only a rotated or revoked-with-a-reason token has (successor,
 //!   predecessor, reason) behind one pointer that is null for the others;
-//! * owner, scopes, labels and allowlist shared between entries (interned
-//!   by the index).
+//! * owner, scopes, labels and allowlist shared between entries (see
+//!   `intern`).
 //!
 //! Verify reads only the hot fields, through accessors; admin paths that
 //! need the whole record rebuild a [`TokenRecord`] with [`Entry::record`].
@@ -104,9 +104,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Packs `record` (whose owner, scopes and labels the index has
-    /// interned).
-    pub(super) fn new(record: TokenRecord, last_used: Option<Time>) -> Entry {
+    /// Packs `record`, last used at `last_used`. Its owner, scopes, labels
+    /// and allowlist are kept as they are: the index's interner (or, at
+    /// start-up, the store's decoder) has made them the shared copies.
+    pub fn new(record: TokenRecord, last_used: Option<Time>) -> Entry {
         let TokenRecord {
             id,
             hash,

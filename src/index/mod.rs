@@ -15,7 +15,7 @@
 //! from another replica through a store's change feed.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, hash_map},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, RwLock, atomic::Ordering},
 };
 
@@ -23,7 +23,8 @@ use crate::{
     change::Change,
     clock::Time,
     id::TokenId,
-    record::{Labels, Scopes, Status, TokenRecord},
+    intern::Interner,
+    record::{Status, TokenRecord},
     token::TokenHash,
     watch::Changes,
 };
@@ -101,13 +102,11 @@ impl ById {
 #[derive(Default)]
 struct AdminView {
     by_id: ById,
-    /// Each owner's entries, in id order. Also the interner of owner names:
-    /// entries share the key's `Arc`.
+    /// Each owner's entries, in id order.
     by_owner: HashMap<Arc<str>, ById>,
-    /// One copy of each distinct scope set and label set. Tokens repeat a
-    /// few sets; sharing them is much of what keeps ten million tokens small.
-    scope_sets: HashSet<Scopes>,
-    label_sets: HashSet<Labels>,
+    /// The one copy of each owner, scope set, label set and allowlist that
+    /// entries share.
+    interner: Interner,
     /// New tokens inserted so far (see [`Arrivals`]).
     arrivals: u64,
     /// Tokens whose id was below the newest id held when they arrived, by
@@ -120,27 +119,9 @@ struct AdminView {
 const MAX_LATE: usize = 100_000;
 
 impl AdminView {
-    /// Replaces the record's owner, scopes and labels by shared copies;
-    /// returns the owner's entries.
-    fn intern(&mut self, record: &mut TokenRecord) -> &mut ById {
-        intern(&mut self.scope_sets, &mut record.scopes);
-        intern(&mut self.label_sets, &mut record.labels);
-        match self.by_owner.entry(record.owner.clone()) {
-            hash_map::Entry::Occupied(held) => {
-                record.owner = held.key().clone();
-                held.into_mut()
-            }
-            hash_map::Entry::Vacant(slot) => slot.insert(ById::default()),
-        }
-    }
-}
-
-fn intern<T: Clone + Eq + std::hash::Hash>(set: &mut HashSet<T>, value: &mut T) {
-    match set.get(value) {
-        Some(shared) => *value = shared.clone(),
-        None => {
-            set.insert(value.clone());
-        }
+    /// The entries of `owner` (a shared copy), created empty if new.
+    fn owned_by(&mut self, owner: &Arc<str>) -> &mut ById {
+        self.by_owner.entry(owner.clone()).or_default()
     }
 }
 
@@ -255,11 +236,13 @@ impl Index {
     /// Builds an index from records (benchmarks, tests).
     pub fn load(records: Vec<TokenRecord>, last_used: &HashMap<TokenId, Time>) -> Index {
         let mut loader = Loader::new(records.len());
-        for record in records {
+        let mut interner = Interner::default();
+        for mut record in records {
             let used = last_used.get(&record.id).copied();
-            loader.push(record, used);
+            interner.record(&mut record);
+            loader.push(Arc::new(Entry::new(record, used)));
         }
-        loader.finish()
+        loader.finish(interner)
     }
 
     /// The entry for a token hash: the one lookup Verify makes.
@@ -326,9 +309,9 @@ impl Index {
 
     fn insert_locked(&self, admin: &mut AdminView, mut record: TokenRecord, last_used: Option<Time>) {
         let newest = admin.by_id.0.last().map(|e| e.id());
-        let owned = admin.intern(&mut record);
+        admin.interner.record(&mut record);
         let entry = Arc::new(Entry::new(record, last_used));
-        owned.put(entry.clone());
+        admin.owned_by(entry.owner()).put(entry.clone());
         self.hot.insert(entry.clone());
         let id = entry.id();
         if admin.by_id.put(entry) {
@@ -456,20 +439,24 @@ impl Loader {
         Loader { index: Index::with_capacity(expected), admin, last: None, in_order: true }
     }
 
-    /// Adds one record read from the store.
-    pub fn push(&mut self, mut record: TokenRecord, last_used: Option<Time>) {
-        self.in_order &= self.last.is_none_or(|last| last < record.id);
-        self.last = Some(record.id);
-        let owned = self.admin.intern(&mut record);
-        let entry = Arc::new(Entry::new(record, last_used));
-        owned.0.push(entry.clone());
+    /// Adds one entry packed from a record read from the store, its shared
+    /// parts from the interner [`Loader::finish`] will be given. (Packing is
+    /// the caller's, so that start-up can pack on the thread that decoded
+    /// the record: see `load`.)
+    pub fn push(&mut self, entry: Arc<Entry>) {
+        let id = entry.id();
+        self.in_order &= self.last.is_none_or(|last| last < id);
+        self.last = Some(id);
+        self.admin.owned_by(entry.owner()).0.push(entry.clone());
         self.index.hot.insert_mut(entry.clone());
         self.admin.by_id.0.push(entry);
     }
 
-    /// The finished index.
-    pub fn finish(mut self) -> Index {
+    /// The finished index, sharing with the entries pushed the copies held
+    /// by `interner`.
+    pub fn finish(mut self, interner: Interner) -> Index {
         let admin = &mut self.admin;
+        admin.interner = interner;
         if !self.in_order {
             admin.by_id.sort();
             admin.by_owner.values_mut().for_each(ById::sort);
@@ -542,11 +529,7 @@ mod tests {
         let mut newer = records[7].revised();
         newer.revoke_time = Some(Time(1));
         shuffled.insert(0, newer.clone());
-        let mut loader = Loader::new(0);
-        for r in shuffled {
-            loader.push(r, None);
-        }
-        let index = loader.finish();
+        let index = Index::load(shuffled, &HashMap::new());
         assert_eq!(index.len(), 50);
         let all = ListFilter::default();
         let q = ListQuery { filter: &all, after: None, late_since: None, limit: 100, now: Time(2) };

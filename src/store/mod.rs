@@ -10,13 +10,14 @@
 //! Backends: `sled.rs` (embedded, the default) and `postgres/` (shared by
 //! several replicas).
 
-pub(crate) mod codec;
+mod codec;
 pub mod postgres;
 mod sled;
 
 use std::path::PathBuf;
 
 pub use self::{
+    codec::Decoder,
     postgres::{PostgresOptions, PostgresStore},
     sled::{SledOptions, SledStore},
 };
@@ -76,10 +77,11 @@ pub const SEAL_BATCH: usize = 1000;
 /// A durable home for the token set.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything (start-up; blocking): calls `each` with every record,
-    /// in id order, and its persisted last-used time, streaming rather than
-    /// collecting a million records first. Returns whether the first admin
-    /// token was ever created.
-    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
+    /// in id order, decoded by `decoder` (which shares what records repeat),
+    /// and its persisted last-used time, streaming rather than collecting a
+    /// million records first. Returns whether the first admin token was ever
+    /// created.
+    fn load(&self, decoder: &mut Decoder, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError>;
     /// About how many records [`Store::load`] will read, if the store can
     /// tell cheaply (for start-up progress; may be off, or stale).
     fn size_hint(&self) -> Option<u64> {

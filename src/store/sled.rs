@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{
-    OwnerQuota, Store, StoreError,
+    Decoder, OwnerQuota, Store, StoreError,
     codec::{decode, encode, hex},
 };
 use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
@@ -146,7 +146,7 @@ fn describe_sled_open_error(e: ::sled::Error) -> String {
 }
 
 impl Store for SledStore {
-    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+    fn load(&self, decoder: &mut Decoder, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
         let mut last_used = HashMap::new();
         for item in self.last_used.iter() {
             let (key, value) = item?;
@@ -157,7 +157,7 @@ impl Store for SledStore {
         }
         for item in self.tokens.iter() {
             let (key, value) = item?;
-            let record = decode(&key, &value)?;
+            let record = decoder.decode(&key, &value)?;
             let used = last_used.remove(&record.id);
             each(record, used);
         }
@@ -296,7 +296,7 @@ mod tests {
         {
             let store = SledStore::open(dir.path(), &options()).unwrap();
             let mut n = 0;
-            assert!(!store.load(&mut |_, _| n += 1).unwrap());
+            assert!(!store.load(&mut Decoder::default(), &mut |_, _| n += 1).unwrap());
             assert_eq!(n, 0);
             let draft = audit::Draft::ok(Time(1), "bootstrap", None, "tokend");
             let first = store.apply(&[Change::Put(r.clone()), Change::Bootstrapped], Some(&draft), None).unwrap();
@@ -308,7 +308,10 @@ mod tests {
         }
         let store = SledStore::open(dir.path(), &options()).unwrap();
         let mut loaded = Vec::new();
-        assert!(store.load(&mut |record, used| loaded.push((record, used))).unwrap(), "bootstrapped");
+        assert!(
+            store.load(&mut Decoder::default(), &mut |record, used| loaded.push((record, used))).unwrap(),
+            "bootstrapped"
+        );
         assert_eq!(loaded, vec![(r.clone(), Some(Time(42)))]);
         // The chain goes on where it stopped.
         let draft = audit::Draft::ok(Time(2), "revoke", None, "team-a");
@@ -336,7 +339,7 @@ mod tests {
         store.bulk_put(&records[50..]).unwrap();
         store.bulk_put(&records[..50]).unwrap();
         let mut loaded = Vec::new();
-        store.load(&mut |r, _| loaded.push(r)).unwrap();
+        store.load(&mut Decoder::default(), &mut |r, _| loaded.push(r)).unwrap();
         assert_eq!(loaded, records);
     }
 

@@ -35,7 +35,7 @@ pub use self::{
     target::Target,
 };
 use super::{
-    OwnerQuota, SEAL_BATCH, Store, StoreError,
+    Decoder, OwnerQuota, SEAL_BATCH, Store, StoreError,
     codec::{decode, encode},
 };
 use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
@@ -490,7 +490,7 @@ const UPDATE_TOKEN: &str = "UPDATE tokend_tokens SET owner = $2, version = $3, e
      record = $6 WHERE id = $1 AND version + 1 = $3";
 
 impl Store for PostgresStore {
-    fn load(&self, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
+    fn load(&self, decoder: &mut Decoder, each: &mut dyn FnMut(TokenRecord, Option<Time>)) -> Result<bool, StoreError> {
         // Not bounded by --store-timeout: a million rows take longer than one
         // write may. Rows are streamed into the index, not collected first.
         self.runtime.block_on(async {
@@ -507,7 +507,7 @@ impl Store for PostgresStore {
             tokio::pin!(rows);
             while let Some(row) = rows.next().await {
                 let row = row.map_err(|e| self.pg(e))?;
-                let record = decode(row.get(0), row.get(1))?;
+                let record = decoder.decode(row.get(0), row.get(1))?;
                 each(record, row.get::<_, Option<i64>>(2).map(Time));
             }
             Ok(bootstrapped)
