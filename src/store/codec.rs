@@ -2,6 +2,11 @@
 //! protobuf message, compact, to which new fields can be added without a
 //! migration. The public API's `Token` message is a different,
 //! presentation type.
+//!
+//! Records are written with prost's generated message ([`encode`]) and read
+//! by a reader of the wire format that borrows from the stored bytes: one
+//! record alone with [`decode`], every record at start-up with a
+//! [`Decoder`], which shares what records repeat as it reads.
 
 use std::{
     collections::{BTreeMap, HashMap},
