@@ -1,8 +1,8 @@
 //! The in-memory token set: what Verify reads, and what List and Get read.
 //!
-//! Two views over the same entries (packed: see [`entry`]):
+//! Two views over the same entries (packed: see [`Entry`]):
 //!
-//! * the hot map, `TokenHash → Entry` (see [`hot`]), which Verify reads;
+//! * the hot map, `TokenHash → Entry` (see `hot.rs`), which Verify reads;
 //! * the admin view, every entry in id (= creation) order, and each owner's
 //!   entries in id order, for Get, List and quotas.
 //!
