@@ -11,7 +11,7 @@
 //! reader that allocated them: when records crossed over and the builder
 //! freed them, glibc's allocator took half of the reader's time. And the
 //! entries that live on are allocated on the builder: allocated on the
-//! reader, between sled's short-lived page buffers, they took 260 MiB more
+//! reader, between sled's short-lived page buffers, they took 230 MiB more
 //! at ten million.
 
 use std::{sync::Arc, sync::mpsc};

@@ -211,7 +211,7 @@ impl<'a> Fields<'a> {
     /// are zero or none, a repeated scalar field's last value wins, unknown
     /// fields are skipped.
     fn parse(key: &'a [u8], value: &'a [u8]) -> Result<Fields<'a>, StoreError> {
-        let corrupt = |message: &str| StoreError::Corrupt { key: hex(key), message: message.to_owned() };
+        let corrupt = |message: &str| corrupt(key, message);
         let mut f = Fields {
             key,
             id: &[],
@@ -268,7 +268,7 @@ impl<'a> Fields<'a> {
     }
 
     fn corrupt(&self, message: &str) -> StoreError {
-        StoreError::Corrupt { key: hex(self.key), message: message.to_owned() }
+        corrupt(self.key, message)
     }
 
     fn scope_list(&self) -> Result<Scopes, StoreError> {
@@ -472,6 +472,12 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// The record under `key` could not be read: the key (an id), never the
+/// stored bytes, goes into the message.
+fn corrupt(key: &[u8], message: &str) -> StoreError {
+    StoreError::Corrupt { key: hex(key), message: message.to_owned() }
+}
+
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -639,6 +645,30 @@ mod tests {
         // Nothing secret or stored is echoed: the message names the key.
         let Err(e) = decode(&key, b"\x22\x01\xff") else { panic!("decoded") };
         assert!(e.to_string().contains(&hex(&key)), "{e}");
+    }
+
+    #[test]
+    fn past_the_remembered_runs_records_still_decode_and_share() {
+        let r = full_record();
+        let key = r.id.to_bytes();
+        let with_scope = |n: usize| {
+            let record = TokenRecord { scopes: [format!("s{n}")].into_iter().collect(), ..r.clone() };
+            (encode(&record), record)
+        };
+        let mut decoder = Decoder::default();
+        for n in 0..MAX_SEEN + 2 {
+            let (value, want) = with_scope(n);
+            assert_eq!(decoder.decode(&key, &value).unwrap(), want);
+        }
+        assert_eq!(decoder.scopes.runs.len(), MAX_SEEN, "bounded");
+        // One remembered and one past the bound: both decode again to the
+        // same shared copy (the interner shares what is not remembered).
+        for n in [0, MAX_SEEN + 1] {
+            let (value, want) = with_scope(n);
+            let (first, again) = (decoder.decode(&key, &value).unwrap(), decoder.decode(&key, &value).unwrap());
+            assert_eq!(first, want);
+            assert!(first.scopes.shares_allocation(&again.scopes), "scope set {n}");
+        }
     }
 
     #[test]
