@@ -11,6 +11,7 @@
 //! several replicas).
 
 mod codec;
+mod fsync;
 pub mod postgres;
 mod sled;
 

@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
     path::Path,
     sync::{Mutex, MutexGuard},
     time::Duration,
@@ -19,6 +18,7 @@ use std::{
 use super::{
     Decoder, OwnerQuota, Store, StoreError,
     codec::{decode, encode, hex},
+    fsync::Fsync,
 };
 use crate::{audit, change::Change, clock::Time, id::TokenId, record::TokenRecord};
 
@@ -33,10 +33,10 @@ impl From<::sled::Error> for StoreError {
 pub struct SledOptions {
     /// sled's page cache, in bytes. Verify never reads sled, so small is fine.
     pub cache_bytes: u64,
-    /// fsync sled's files after each flush. sled 0.34's flush ends with
-    /// `sync_file_range`, which does not flush the drive's write cache, so
-    /// without this an acknowledged write survives a process crash but not
-    /// necessarily a power loss.
+    /// Sync sled's log (and any directory whose names changed) after each
+    /// flush. sled 0.34's flush ends with `sync_file_range`, which does not
+    /// flush the drive's write cache, so without this an acknowledged write
+    /// survives a process crash but not necessarily a power loss.
     pub fsync: bool,
 }
 
@@ -49,8 +49,8 @@ pub struct SledStore {
     audit: ::sled::Tree,
     /// The audit chain's last event.
     head: Mutex<audit::Head>,
-    /// Handles fsynced after each flush (see [`SledOptions::fsync`]).
-    sync_files: Vec<File>,
+    /// What is synced after each flush (see [`SledOptions::fsync`]).
+    fsync: Option<Fsync>,
 }
 
 const META_BOOTSTRAPPED: &[u8] = b"bootstrapped";
@@ -61,6 +61,7 @@ impl SledStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<SledStore, StoreError> {
         let open_err = |message: String| StoreError::Open { path: dir.to_path_buf(), message };
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let config = ::sled::Config::new()
             .path(dir)
@@ -90,13 +91,11 @@ impl SledStore {
                 .and_then(|event| audit::Head::of(&event))
                 .ok_or_else(|| open_err(format!("the last audit event (key {}) does not decode", hex(&key))))?,
         };
-        let mut sync_files = Vec::new();
-        if options.fsync {
-            for path in [dir.join("db"), dir.to_path_buf()] {
-                sync_files.push(File::open(&path).map_err(|e| open_err(format!("{}: {e}", path.display())))?);
-            }
-        }
-        Ok(SledStore { db, tokens, last_used, meta, audit, head: Mutex::new(head), sync_files })
+        let fsync = match options.fsync {
+            true => Some(Fsync::open(dir, created).map_err(|e| open_err(format!("fsync: {e}")))?),
+            false => None,
+        };
+        Ok(SledStore { db, tokens, last_used, meta, audit, head: Mutex::new(head), fsync })
     }
 }
 
@@ -248,8 +247,8 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        for f in &self.sync_files {
-            f.sync_all().map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
+        if let Some(fsync) = &self.fsync {
+            fsync.sync().map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
         }
         Ok(())
     }
@@ -341,6 +340,26 @@ mod tests {
         let mut loaded = Vec::new();
         store.load(&mut Decoder::default(), &mut |r, _| loaded.push(r)).unwrap();
         assert_eq!(loaded, records);
+    }
+
+    #[test]
+    fn pages_sled_keeps_as_blob_files_are_synced_before_the_flush_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = IdGenerator::default();
+        let store = SledStore::open(dir.path(), &options()).unwrap();
+        // Records at the label limit (~20 KiB each): a leaf holds up to 17
+        // before it splits, so its page passes sled's 128 KiB blob threshold.
+        let value = "v".repeat(crate::spec::MAX_LABEL_VALUE_BYTES);
+        for _ in 0..32 {
+            let mut r = record(&ids);
+            r.labels = (0..crate::spec::MAX_LABELS).map(|i| (format!("k{i}"), value.clone())).collect();
+            store.apply(&[Change::Put(r)], None, None).unwrap();
+        }
+        store.flush().unwrap();
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs")).unwrap().map(|e| e.unwrap()).collect();
+        assert!(!blobs.is_empty(), "sled keeps large pages in blobs/: what the fsync relies on");
+        let fsync = store.fsync.as_ref().unwrap();
+        assert!(!fsync.sync().unwrap(), "the flush already synced every blob and directory");
     }
 
     #[test]
