@@ -68,10 +68,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Fsync {
-    /// Syncs everything sled created while opening `dir` (and `dir`'s own
-    /// entry in its parent when `created` says tokend made it), and
+    /// Syncs everything sled created while opening `dir`, and the entries
+    /// of the directories tokend `created` for it (in their parents), and
     /// remembers the names it saw.
-    pub(super) fn open(dir: &Path, created: bool) -> io::Result<Fsync> {
+    pub(super) fn open(dir: &Path, created: &[PathBuf]) -> io::Result<Fsync> {
         let db = File::open(dir.join("db"))?;
         db.sync_all()?;
         // sled writes its `conf` once, when it creates the store.
@@ -82,7 +82,7 @@ impl Fsync {
         }
         let fsync = Fsync { db, dir: dir.to_path_buf(), synced: Mutex::default() };
         fsync.sync_names(true)?;
-        if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        for parent in created.iter().filter_map(|d| d.parent()).filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
         Ok(fsync)
@@ -133,7 +133,7 @@ mod tests {
     fn directories_are_synced_when_their_names_change_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db"), b"log").unwrap();
-        let fsync = Fsync::open(dir.path(), false).unwrap();
+        let fsync = Fsync::open(dir.path(), &[]).unwrap();
         assert!(!fsync.sync().unwrap(), "nothing changed since open");
         assert!(!fsync.sync().unwrap());
 
@@ -161,6 +161,6 @@ mod tests {
     #[test]
     fn a_store_without_its_log_does_not_open() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Fsync::open(dir.path(), false).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(Fsync::open(dir.path(), &[]).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

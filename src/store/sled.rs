@@ -61,7 +61,9 @@ impl SledStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<SledStore, StoreError> {
         let open_err = |message: String| StoreError::Open { path: dir.to_path_buf(), message };
-        let created = !dir.exists();
+        // What create_dir_all is about to make, so --fsync can sync their entries.
+        let created: Vec<_> =
+            dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Path::to_path_buf).collect();
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let config = ::sled::Config::new()
             .path(dir)
@@ -92,7 +94,7 @@ impl SledStore {
                 .ok_or_else(|| open_err(format!("the last audit event (key {}) does not decode", hex(&key))))?,
         };
         let fsync = match options.fsync {
-            true => Some(Fsync::open(dir, created).map_err(|e| open_err(format!("fsync: {e}")))?),
+            true => Some(Fsync::open(dir, &created).map_err(|e| open_err(format!("fsync: {e}")))?),
             false => None,
         };
         Ok(SledStore { db, tokens, last_used, meta, audit, head: Mutex::new(head), fsync })
@@ -340,6 +342,22 @@ mod tests {
         let mut loaded = Vec::new();
         store.load(&mut Decoder::default(), &mut |r, _| loaded.push(r)).unwrap();
         assert_eq!(loaded, records);
+    }
+
+    #[test]
+    fn a_data_dir_several_levels_deep_is_created_and_synced() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("data");
+        let ids = IdGenerator::default();
+        let r = record(&ids);
+        {
+            let store = SledStore::open(&dir, &options()).unwrap();
+            store.apply(&[Change::Put(r.clone())], None, None).unwrap();
+            store.flush().unwrap();
+        }
+        let mut loaded = Vec::new();
+        SledStore::open(&dir, &options()).unwrap().load(&mut Decoder::default(), &mut |r, _| loaded.push(r)).unwrap();
+        assert_eq!(loaded, vec![r]);
     }
 
     #[test]
