@@ -399,6 +399,15 @@ async fn a_peer_that_keeps_flooding_is_cooled_down_and_its_neighbours_are_not() 
         let answer = read_until_goaway(&mut attacker, Duration::from_secs(5)).await;
         assert_eq!(answer, Some(tokend::loadgen::ENHANCE_YOUR_CALM), "strike {strike}");
     }
+    // The strike is recorded just after the GOAWAY's bytes are written: the
+    // attacker can read them a moment before.
+    let server_ref = &server;
+    let struck = eventually(Duration::from_secs(2), || async move {
+        value(&scrape(server_ref, "/metrics").await.1, "tokend_connections_abusive_total")
+            == f64::from(tokend::conn::abuse::STRIKES)
+    })
+    .await;
+    assert!(struck, "every GOAWAY ENHANCE_YOUR_CALM was a strike");
     let cooling_since = Instant::now();
     // Now the kernel drops the attacker's SYNs: its connect does not complete.
     let attempt = tokio::time::timeout(Duration::from_secs(1), connect_from(ATTACKER, server.addr)).await;
