@@ -15,8 +15,8 @@
 //!   second cache flush of the drive per write (durable Issue from one
 //!   client: +12 % without it; README, "Ten million tokens").
 //!
-//! New blobs and changed directories are synced before the log, so before
-//! the write is acknowledged.
+//! New blobs and changed directories are synced before the log's
+//! `fdatasync`, all of it before the write is acknowledged.
 
 use std::{
     collections::BTreeSet,
@@ -99,9 +99,11 @@ impl Fsync {
     /// Syncs new blobs and the directories whose names changed since the
     /// last call (all of them when `all`).
     fn sync_names(&self, all: bool) -> io::Result<bool> {
-        let now = Names::read(&self.dir)?;
-        // Only the commit thread flushes: never contended.
+        // Held while listing and syncing, so that concurrent flushes (only
+        // the commit thread flushes while serving) never record a listing
+        // older than one already synced.
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Names::read(&self.dir)?;
         if !all && now == *synced {
             return Ok(false);
         }
