@@ -76,8 +76,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_STORE_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub store_cache_mb: u64,
 
-    /// fsync sled's files after every flush, so acknowledged writes survive
-    /// power loss, not only a crash.
+    /// Sync sled's log after every flush (and its directories when their
+    /// names changed), so acknowledged writes survive power loss, not only a
+    /// crash.
     #[arg(long, env = "TOKEND_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub fsync: bool,
 
