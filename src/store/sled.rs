@@ -93,9 +93,10 @@ impl SledStore {
                 .and_then(|event| audit::Head::of(&event))
                 .ok_or_else(|| open_err(format!("the last audit event (key {}) does not decode", hex(&key))))?,
         };
-        let fsync = match options.fsync {
-            true => Some(Fsync::open(dir, &created).map_err(|e| open_err(format!("fsync: {e}")))?),
-            false => None,
+        let fsync = if options.fsync {
+            Some(Fsync::open(dir, &created).map_err(|e| open_err(format!("fsync: {e}")))?)
+        } else {
+            None
         };
         Ok(SledStore { db, tokens, last_used, meta, audit, head: Mutex::new(head), fsync })
     }
@@ -345,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn a_data_dir_several_levels_deep_is_created_and_synced() {
+    fn a_data_dir_several_levels_deep_is_created_with_fsync_on() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a").join("b").join("data");
         let ids = IdGenerator::default();
