@@ -50,20 +50,31 @@ impl Names {
     }
 }
 
-/// The names in `dir`; none if it does not exist (yet).
-fn names(dir: &Path) -> io::Result<BTreeSet<OsString>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.map(|e| e.file_name())).collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+/// `Ok(None)` for a file or directory that does not exist (yet, or any
+/// more): sled creates and removes them as it goes.
+fn existing<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir) {
-        Ok(d) => d.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+/// The names in `dir`; none if it does not exist.
+fn names(dir: &Path) -> io::Result<BTreeSet<OsString>> {
+    match existing(std::fs::read_dir(dir))? {
+        Some(entries) => entries.map(|e| e.map(|e| e.file_name())).collect(),
+        None => Ok(BTreeSet::new()),
+    }
+}
+
+/// Syncs the file or directory at `path`, if it exists; `data` syncs only
+/// what reading it needs (`fdatasync`).
+fn sync_path(path: &Path, data: bool) -> io::Result<()> {
+    match existing(File::open(path))? {
+        Some(f) if data => f.sync_data(),
+        Some(f) => f.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -75,15 +86,13 @@ impl Fsync {
         let db = File::open(dir.join("db"))?;
         db.sync_all()?;
         // sled writes its `conf` once, when it creates the store.
-        match File::open(dir.join("conf")) {
-            Ok(conf) => conf.sync_all()?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        sync_path(&dir.join("conf"), false)?;
+        // Against no names at all, every directory with an entry (and every
+        // blob) counts as changed.
         let fsync = Fsync { db, dir: dir.to_path_buf(), synced: Mutex::default() };
-        fsync.sync_names(true)?;
+        fsync.sync_names()?;
         for parent in created.iter().filter_map(|d| d.parent()).filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_path(parent, false)?;
         }
         Ok(fsync)
     }
@@ -91,36 +100,33 @@ impl Fsync {
     /// Makes everything sled has flushed durable. Returns whether a
     /// directory had changed and was synced.
     pub(super) fn sync(&self) -> io::Result<bool> {
-        let changed = self.sync_names(false)?;
+        let changed = self.sync_names()?;
         self.db.sync_data()?;
         Ok(changed)
     }
 
     /// Syncs new blobs and the directories whose names changed since the
-    /// last call (all of them when `all`).
-    fn sync_names(&self, all: bool) -> io::Result<bool> {
+    /// last call.
+    fn sync_names(&self) -> io::Result<bool> {
         // Held while listing and syncing, so that concurrent flushes (only
         // the commit thread flushes while serving) never record a listing
         // older than one already synced.
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         let now = Names::read(&self.dir)?;
-        if !all && now == *synced {
+        if now == *synced {
             return Ok(false);
         }
         let blobs = self.dir.join("blobs");
-        for name in now.blobs.difference(&synced.blobs) {
-            match File::open(blobs.join(name)) {
-                Ok(f) => f.sync_data()?,
-                // Collected by sled since the listing: nothing points at it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+        if now.blobs != synced.blobs {
+            // A blob collected by sled since the listing is skipped: nothing
+            // points at it.
+            for name in now.blobs.difference(&synced.blobs) {
+                sync_path(&blobs.join(name), true)?;
             }
+            sync_path(&blobs, false)?;
         }
-        if all || now.blobs != synced.blobs {
-            sync_dir(&blobs)?;
-        }
-        if all || now.top != synced.top {
-            sync_dir(&self.dir)?;
+        if now.top != synced.top {
+            sync_path(&self.dir, false)?;
         }
         *synced = now;
         Ok(true)
